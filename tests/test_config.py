@@ -1,0 +1,43 @@
+import pytest
+
+from mtp_edu import MTPConfig
+
+BAD = [
+    ("vocab_size", 1), ("vocab_size", 0), ("vocab_size", 2.5), ("vocab_size", True),
+    ("d_model", 0), ("d_model", 30), ("n_layers", 0), ("n_heads", 0), ("d_model", 130),
+    ("max_seq_len", 0), ("mtp_depth", -1), ("mtp_depth", 1.0), ("mtp_style", "mixture"),
+    ("mtp_loss_scale", -0.1), ("mtp_loss_scale", "0.3"), ("tie_embeddings", 1), ("dropout", 1.0),
+    ("dropout", -0.1), ("d_ff", 0), ("rope_theta", 0), ("norm_eps", 0.0), ("init_seed", 1.5),
+]
+
+
+@pytest.mark.parametrize("field,value", BAD)
+def test_bad_value_names_field_value_and_rule(field, value):
+    with pytest.raises(ValueError) as err:
+        MTPConfig(**{field: value})
+    text = str(err.value)
+    assert f"MTPConfig.{field}" in text and repr(value) in text
+    assert "must" in text          # says what is allowed
+
+
+def test_head_size_must_be_even_for_rope():
+    with pytest.raises(ValueError, match="RoPE"):
+        MTPConfig(d_model=12, n_heads=4)
+
+
+def test_context_must_hold_every_depth():
+    with pytest.raises(ValueError, match="mtp_depth"):
+        MTPConfig(max_seq_len=4, mtp_depth=3)
+    MTPConfig(max_seq_len=5, mtp_depth=3)
+
+
+def test_round_trip_and_unknown_keys():
+    cfg = MTPConfig(mtp_depth=2, mtp_style="parallel")
+    assert MTPConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown MTPConfig field"):
+        MTPConfig.from_dict({**cfg.to_dict(), "mtp_num_layers": 2})
+
+
+def test_ff_width_rule():
+    assert MTPConfig(d_model=128).ff_width == 352          # 8/3 * 128 = 341.3, rounded up to 32
+    assert MTPConfig(d_model=128, d_ff=100).ff_width == 100
