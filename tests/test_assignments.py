@@ -1,0 +1,81 @@
+"""Assignments: student versions are up to date, the checks catch typical mistakes with a specific
+message, and an untouched student version fails its first check. (Solutions run under nbmake.)"""
+from pathlib import Path
+
+import nbformat
+import pytest
+import torch
+import torch.nn.functional as F
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from mtp_edu.assignments import ASSIGNMENTS, student_path, student_version, strip_solutions
+from mtp_edu.grading import CheckFailed, check_depth_loss, check_mtp_module, check_shift_targets
+
+SOLUTIONS = sorted(ASSIGNMENTS.glob("*_solution.ipynb"))
+
+
+def test_there_are_assignments():
+    assert len(SOLUTIONS) >= 2
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
+def test_student_version_is_up_to_date(solution):
+    committed = nbformat.read(student_path(solution), as_version=4)
+    fresh = student_version(nbformat.read(solution, as_version=4))
+    assert [c.source for c in committed.cells] == [c.source for c in fresh.cells], \
+        "stale student version: run `mtp-edu assignments`"
+    assert "BEGIN SOLUTION" not in str(committed) and "NotImplementedError" in str(committed)
+
+
+def test_strip_keeps_indentation_and_refuses_unbalanced_markers():
+    src = "def f(x):\n    ### BEGIN SOLUTION\n    return x\n    ### END SOLUTION\n"
+    assert strip_solutions(src) == 'def f(x):\n    raise NotImplementedError("your code here")\n'
+    with pytest.raises(ValueError, match="unbalanced"):
+        strip_solutions("### BEGIN SOLUTION\nx = 1\n")
+
+
+@pytest.mark.parametrize("solution", SOLUTIONS, ids=lambda p: p.stem)
+def test_untouched_student_version_fails_its_first_check(solution, tmp_path, monkeypatch):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(student_path(solution), as_version=4)
+    with pytest.raises(CellExecutionError) as err:
+        NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+    assert "CheckFailed" in str(err.value) and "is not implemented yet" in str(err.value)
+
+
+# ---- the checks themselves -------------------------------------------------------------------
+def test_shift_check_catches_an_off_by_one():
+    def off_by_one(tokens, depth):                  # t_{i+k} instead of t_{i+k+1}
+        T = len(tokens) - 1
+        return [[tokens[i + k - 1] if i + k <= T else None for i in range(1, T + 1)] for k in range(depth + 1)]
+    with pytest.raises(CheckFailed, match=r"predicts t_\(i\+k\+1\)"):
+        check_shift_targets(off_by_one)
+
+
+def test_shift_check_catches_missing_padding():
+    def no_pad(tokens, depth):
+        T = len(tokens) - 1
+        return [[tokens[i + k] for i in range(1, T + 1) if i + k < len(tokens)] for k in range(depth + 1)]
+    with pytest.raises(CheckFailed, match="one cell per position"):
+        check_shift_targets(no_pad)
+
+
+def test_module_check_names_the_swapped_concatenation():
+    def paper_order(model, k, h_prev, tokens):
+        m = model.mtp[k - 1]
+        return m.block(m.eh_proj(torch.cat([m.hnorm(h_prev), m.enorm(model.embed(tokens))], -1)), model.rope)
+    with pytest.raises(CheckFailed, match="concatenation order is reversed"):
+        check_mtp_module(paper_order)
+
+
+def test_loss_check_names_the_unshifted_targets():
+    def unshifted(logits_k, targets, k):
+        return F.cross_entropy(logits_k.flatten(0, 1), targets[:, :targets.shape[1] - k].flatten(), ignore_index=-100)
+    with pytest.raises(CheckFailed, match=r"targets\[:, k:\]"):
+        check_depth_loss(unshifted)
+
+
+def test_a_crash_in_student_code_is_reported_with_its_input():
+    with pytest.raises(CheckFailed, match="raised ZeroDivisionError"):
+        check_shift_targets(lambda tokens, depth: 1 / 0)
