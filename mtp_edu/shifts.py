@@ -40,7 +40,7 @@ def check_length(T: int, depth: int) -> None:
             f"needs T >= {depth + 1} (a chunk of at least D + 2 = {depth + 2} tokens t_1..t_(T+1))")
 
 
-@dataclass
+@dataclass(repr=False)
 class ShiftTable:
     """What each position reads and predicts at each depth; `None` marks a masked (PAD) cell.
 
@@ -98,7 +98,7 @@ class ShiftTable:
     def _repr_html_(self) -> str:
         return self.to_html()
 
-    def __str__(self) -> str:
+    def __repr__(self) -> str:
         return self.to_text()
 
 
