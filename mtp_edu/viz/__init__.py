@@ -1,0 +1,27 @@
+"""Pictures of MTP drawn from the live model: graphviz diagrams, matplotlib plots, ipywidgets.
+
+    from mtp_edu.viz import architecture_diagram, loss_flow_diagram, token_flow_diagram, write_diagrams
+    from mtp_edu.viz import plots            # training curves, acceptance, tau and speed vs depth
+    from mtp_edu.viz import widgets          # explorers and the drafting/acceptance stepper
+
+The core package never imports this one. Submodules load lazily, so `import mtp_edu.viz` does not pull
+in matplotlib or ipywidgets until they are used.
+"""
+from __future__ import annotations
+
+import importlib
+
+_LAZY = {
+    "architecture_diagram": "diagrams", "loss_flow_diagram": "diagrams", "token_flow_diagram": "diagrams",
+    "write_diagrams": "diagrams", "save": "diagrams", "GraphvizNotFound": "diagrams",
+    "show_token": "tokens",
+}
+__all__ = sorted(_LAZY) + ["diagrams", "plots", "state", "tokens", "widgets"]
+
+
+def __getattr__(name: str):
+    if name in ("diagrams", "plots", "state", "tokens", "widgets"):
+        return importlib.import_module(f".{name}", __name__)
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
