@@ -8,8 +8,10 @@ dev=0; [ "${1:-}" = "--dev" ] && dev=1
 venv="${MTP_EDU_VENV:-.venv}"
 
 # 1. System packages: graphviz's `dot` renders the diagrams (pip's graphviz is only its Python wrapper).
+#    Debian's chromium drives the browser test (--dev); Playwright uses it, never a browser of its own.
 missing=()
 command -v dot >/dev/null || missing+=(graphviz)
+[ $dev = 1 ] && ! command -v chromium >/dev/null && missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null; then
     sudo=""; [ "$(id -u)" = 0 ] || sudo="sudo"
@@ -17,6 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq && $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   else
     echo "[setup] please install: ${missing[*]} (macOS: brew install graphviz; conda: conda install -c conda-forge graphviz)" >&2
+    echo "[setup] (chromium is needed only by tests/test_browser.py)" >&2
     exit 1
   fi
 fi
