@@ -1,0 +1,179 @@
+"""Decoding speed: KV-cached greedy `generate` vs self-speculative decoding, measured in one run.
+
+    python -m mtp_edu.bench [--models mtp-seq-d3,mtp-par-d3,mtp-lin-d3] [--depths 1,2,3] [--out FILE]
+    (also: mtp-edu bench)
+
+For every model, prompt and round the runs alternate: baseline, variant 1, baseline, variant 2, ...
+(A B A C ...), so a machine that gets faster or slower (other processes, thermal limits) touches
+both sides of every pair alike. Each variant's speed-up is the median over its pairs of
+(variant tokens/s) / (the baseline run just before it). Variants: the model's MTP modules at every
+draft depth, the deepest again with a dynamic draft length (`min_draft_confidence`), and prompt
+lookup (an n-gram copy drafter that needs no training) at the largest depth.
+All variants use the greedy rule, so each run's output must equal the baseline's ("identical").
+
+Threads: one by default. A decode step is a chain of tiny matmuls (d = 128), where a second
+thread adds synchronisation and competes with everything else on a 2-core machine.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from .config import MTPConfig
+from .data import ByteTokenizer, stdlib_corpus
+from .decoding import generate, speculative_generate
+from .model import MTPModel
+from .traces import Trace
+
+DEFAULT_MODELS = ("mtp-seq-d3", "mtp-par-d3", "mtp-lin-d3")
+FALLBACK_PROMPTS = (      # used when the standard library's source is not on this machine
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) + fibonacci(n - 2)\n",
+    "import os\nimport sys\n\n\ndef main(argv=None):\n    parser = argparse.ArgumentParser(",
+    "class Stack:\n    def __init__(self):\n        self.items = []\n\n    def push(self, item):\n",
+    "for i in range(10):\n    if i % 2 == 0:\n        print(i)\n    else:\n        continue\n",
+)
+
+
+def load_model(spec: str):
+    """A shipped model name, a checkpoint directory, or random:STYLE (untrained, shipped shapes)."""
+    if spec.startswith("random:"):
+        cfg = MTPConfig(n_layers=8, mtp_depth=3, mtp_style=spec.split(":", 1)[1])
+        return MTPModel(cfg).eval(), ByteTokenizer()
+    if Path(spec).is_dir():
+        from .checkpoint import load_checkpoint
+        ckpt = load_checkpoint(spec)
+        return ckpt.model, ckpt.tokenizer
+    from .pretrained import load_pretrained
+    return load_pretrained(spec)
+
+
+def make_prompts(tokenizer, count: int, length: int) -> list[list[int]]:
+    """`count` prompts of `length` tokens from evenly spaced places in the validation split of the
+    default corpus (Python standard library files never trained on); fixed snippets otherwise."""
+    try:
+        ids = tokenizer.encode(stdlib_corpus().val)
+    except (ValueError, OSError):
+        ids = [t for text in FALLBACK_PROMPTS * 8 for t in tokenizer.encode(text)]
+    if len(ids) < length * count:
+        ids = ids * (length * count // max(len(ids), 1) + 1)
+    stride = (len(ids) - length) // count
+    return [ids[i * stride:i * stride + length] for i in range(count)]
+
+
+def _timed(fn):
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
+
+
+def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, depths: list[int],
+                rounds: int, min_confidence: float = 0.0) -> dict:
+    """Alternate baseline / variant runs on every prompt; return per-variant medians and trace stats."""
+    depths = [d for d in depths if d <= model.config.mtp_depth]
+    variants = [(f"mtp d={d}", dict(draft_depth=d)) for d in depths]
+    if min_confidence > 0 and depths:
+        variants.append((f"mtp d={max(depths)} q>={min_confidence:g}",
+                         dict(draft_depth=max(depths), min_draft_confidence=min_confidence)))
+    lookup_depth = max(depths, default=3)
+    variants.append((f"prompt lookup d={lookup_depth}", dict(drafter="prompt_lookup", draft_depth=lookup_depth)))
+    base_speed, runs = [], {name: {"speed": [], "ratio": [], "identical": 0, "steps": []} for name, _ in variants}
+    generate(model, prompts[0], 8)                                        # warm-up
+    for _ in range(rounds):
+        for prompt in prompts:
+            for name, kwargs in variants:
+                reference, t_a = _timed(lambda: generate(model, prompt, new_tokens))
+                (tokens, trace), t_b = _timed(lambda: speculative_generate(model, prompt, new_tokens, **kwargs))
+                r = runs[name]
+                base_speed.append(len(reference) / t_a)
+                r["speed"].append(len(tokens) / t_b)
+                r["ratio"].append(t_a / t_b * len(tokens) / len(reference))
+                r["identical"] += tokens == reference
+                r["steps"] += trace.steps
+    result = {"baseline_tokens_per_s": statistics.median(base_speed), "variants": []}
+    for name, _ in variants:
+        r = runs[name]
+        trace = Trace(prompt=[], rule="greedy", draft_depth=0, steps=r["steps"])   # all runs' steps pooled
+        result["variants"].append({
+            "name": name, "tokens_per_s": statistics.median(r["speed"]), "speedup": statistics.median(r["ratio"]),
+            "pair_speedups": [round(x, 3) for x in r["ratio"]],
+            "tau": trace.tau(), "acceptance_per_depth": trace.acceptance_per_depth(),
+            "expected_tokens": trace.expected_tokens(), "accepted_histogram": trace.accepted_histogram(),
+            "identical": f"{r['identical']}/{len(r['ratio'])}"})
+    return result
+
+
+def format_table(results: dict) -> str:
+    head = f"{'model':<12} {'variant':<18} {'base tok/s':>10} {'tok/s':>8} {'speedup':>7} {'tau':>5} " \
+           f"{'E[tok]':>6}  {'acceptance a_1..a_k':<20} {'identical':>9}"
+    lines = [head, "-" * len(head)]
+    for model_name, res in results.items():
+        for v in res["variants"]:
+            acc = " ".join("-" if a is None else f"{a:.2f}" for a in v["acceptance_per_depth"])
+            lines.append(f"{model_name:<12} {v['name']:<18} {res['baseline_tokens_per_s']:>10.1f} "
+                         f"{v['tokens_per_s']:>8.1f} {v['speedup']:>6.2f}x {v['tau']:>5.2f} "
+                         f"{v['expected_tokens']:>6.2f}  {acc:<20} {v['identical']:>9}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="mtp-edu bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
+                        help="comma-separated: shipped model names, checkpoint directories, or random:STYLE")
+    parser.add_argument("--depths", default="1,2,3", help="MTP draft depths to compare (default 1,2,3)")
+    parser.add_argument("--prompts", type=int, default=6, help="prompts per model (default 6)")
+    parser.add_argument("--prompt-tokens", type=int, default=64, help="tokens per prompt (default 64)")
+    parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per run (default 128)")
+    parser.add_argument("--rounds", type=int, default=2, help="passes over the prompts (default 2)")
+    parser.add_argument("--min-confidence", type=float, default=0.3,
+                        help="also run the deepest MTP variant with dynamic draft length: stop drafting once "
+                             "q(d_1)...q(d_k) < this (default 0.3; 0 = skip)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the docstring)")
+    parser.add_argument("--out", help="write the results as JSON to this file")
+    args = parser.parse_args(argv)
+    try:
+        depths = [int(d) for d in args.depths.split(",")]
+    except ValueError:
+        parser.error(f"--depths must be comma-separated integers, got {args.depths!r}")
+    for name in ("prompts", "prompt_tokens", "new_tokens", "rounds", "threads"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1")
+    if min(depths) < 1:
+        parser.error("--depths must be >= 1")
+    if not 0 <= args.min_confidence <= 1:
+        parser.error("--min-confidence must lie in [0, 1]")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    results = {}
+    try:
+        for spec in args.models.split(","):
+            try:
+                model, tokenizer = load_model(spec)
+            except ValueError as e:
+                print(f"mtp-edu bench: error: {e}", file=sys.stderr)
+                return 2
+            prompts = make_prompts(tokenizer, args.prompts, args.prompt_tokens)
+            print(f"{spec}: {len(prompts)} prompts x {args.rounds} rounds, {args.new_tokens} new tokens ...",
+                  file=sys.stderr, flush=True)
+            results[spec] = bench_model(model, prompts, args.new_tokens, depths, args.rounds,
+                                        args.min_confidence)
+    finally:
+        torch.set_num_threads(threads)
+    print(format_table(results))
+    if args.out:
+        report = {"command": "python -m mtp_edu.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                              "torch": torch.__version__, "threads": args.threads},
+                  "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results}
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,317 @@
+"""The `mtp-edu` command: train | generate | info (more subcommands plug in through SUBCOMMANDS).
+
+    mtp-edu train --preset tiny                       # 60-90 s on a laptop CPU, leaves runs/tiny
+    mtp-edu train --preset mtp-seq-d3 --export DIR    # how the shipped models were made
+    mtp-edu generate --model mtp-seq-d3 --prompt "def main("
+    mtp-edu info mtp-seq-d3 [--verify]
+
+To add a subcommand: write `add_NAME(sub)` that creates its parser with `sub.add_parser(...)` and
+sets `func=` to a function taking the parsed args and returning an exit code, then list it in
+SUBCOMMANDS.
+
+Errors the user can fix (a bad argument, a missing file, a broken checkpoint) print one line
+`mtp-edu: error: ...` and exit with status 2, without a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import sys
+from pathlib import Path
+
+
+class UserError(Exception):
+    """An error caused by the arguments or files the user gave: shown as one line, exit status 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def load_model(name_or_dir: str):
+    """A shipped model by name (see `mtp_edu.list_pretrained()`) or a checkpoint directory."""
+    from .checkpoint import load_checkpoint
+    from .pretrained import list_pretrained, pretrained_path
+    if name_or_dir in list_pretrained():
+        return load_checkpoint(pretrained_path(name_or_dir))
+    looks_like_path = any(sep in name_or_dir for sep in ("/", "\\", os.sep)) or name_or_dir.startswith(".")
+    if not looks_like_path and not Path(name_or_dir).exists():
+        shipped = ", ".join(list_pretrained()) or "none installed"
+        raise UserError(f"no model {name_or_dir!r}: not a shipped model ({shipped}) and not a checkpoint directory")
+    return load_checkpoint(name_or_dir)
+
+
+# ---- train ------------------------------------------------------------------------------------
+def add_train(sub) -> None:
+    from .train import PRESETS
+    p = sub.add_parser("train", help="train a model (presets: the shipped models, or `tiny`)",
+                       description="Train an MTP model on the Python standard library (default), a "
+                                   "synthetic language or a text file. Works under torchrun too.")
+    p.add_argument("--preset", default="tiny", choices=list(PRESETS), help="starting configuration (default tiny)")
+    p.add_argument("--out", help="checkpoint directory (default runs/PRESET)")
+    p.add_argument("--resume", action="store_true", help="continue the run whose checkpoint is in --out")
+    p.add_argument("--export", metavar="DIR", help="also write an inference-only copy with its model card here")
+    p.add_argument("--export-dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                   help="storage dtype of the exported weights (loaded back as float32)")
+    p.add_argument("--data", help="'stdlib', 'synthetic:cycle|words|noise[:NOISE]' or a UTF-8 text file")
+    p.add_argument("--tokenizer", help="'byte' (default) or 'bpe:VOCAB_SIZE'")
+    p.add_argument("--steps", type=_positive_int)
+    p.add_argument("--batch-size", type=_positive_int, help="global batch (all processes)")
+    p.add_argument("--seq-len", type=_positive_int)
+    p.add_argument("--lr", type=_positive_float)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--depth", type=_nonneg_int, help="MTP depth D (0 = next-token only)")
+    p.add_argument("--style", choices=["sequential", "parallel", "linear"], help="MTP module style")
+    p.add_argument("--mtp-lambda", type=float, help="lambda, the weight of the MTP losses (eq. 25)")
+    p.add_argument("--eval-every", type=_nonneg_int)
+    p.add_argument("--save-every", type=_nonneg_int)
+    p.add_argument("--log-every", type=_positive_int, help="history records the mean of this many steps")
+    p.add_argument("--memory-efficient", action="store_true", help="one depth's logits alive at a time")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (not on Windows)")
+    p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
+    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_train)
+
+
+def run_train(args, argv: list[str]) -> int:
+    from .train import TrainConfig, preset, train
+    model_config, tc = preset(args.preset)
+    train_changes = {k: v for k, v in dict(
+        data=args.data, tokenizer=args.tokenizer, steps=args.steps, batch_size=args.batch_size,
+        seq_len=args.seq_len, lr=args.lr, seed=args.seed, eval_every=args.eval_every,
+        save_every=args.save_every, log_every=args.log_every, device=args.device,
+        threads=args.threads).items() if v is not None}
+    if args.memory_efficient:
+        train_changes["memory_efficient"] = True
+    if args.compile:
+        train_changes["compile"] = True
+    model_changes = {k: v for k, v in dict(mtp_depth=args.depth, mtp_style=args.style,
+                                           mtp_loss_scale=args.mtp_lambda).items() if v is not None}
+    out = Path(args.out or f"runs/{args.preset}")
+    if args.resume:
+        from .checkpoint import read_meta
+        meta = read_meta(out)
+        from .config import MTPConfig
+        model_config = MTPConfig.from_dict(meta["config"])
+        tc = TrainConfig.from_dict(meta["train_config"])
+    tc = TrainConfig.from_dict({**tc.to_dict(), **train_changes})
+    model_config = model_config.replace(**model_changes)
+    seq_len_needed = tc.seq_len
+    if seq_len_needed > model_config.max_seq_len:
+        model_config = model_config.replace(max_seq_len=seq_len_needed)
+    result = train(model_config, tc, out, resume=args.resume, export=args.export, export_dtype=args.export_dtype,
+                   name=args.preset, command="mtp-edu " + shlex.join(argv), progress=not args.no_progress)
+    if result.card is not None:
+        print(format_card_summary(result.card))
+    print(f"checkpoint: {out}" + (f"; export: {args.export}" if args.export else ""))
+    return 0
+
+
+# ---- generate ---------------------------------------------------------------------------------
+def add_generate(sub) -> None:
+    p = sub.add_parser("generate", help="continue a prompt with a model",
+                       description="Generate text with a shipped model or a checkpoint directory.")
+    p.add_argument("--model", default="mtp-seq-d3", help="shipped model name or checkpoint directory")
+    p.add_argument("--prompt", required=True)
+    p.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
+    p.add_argument("--top-k", type=_nonneg_int, default=0, help="0 = off")
+    p.add_argument("--top-p", type=float, default=1.0)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run_generate)
+
+
+def run_generate(args, argv: list[str]) -> int:
+    if args.temperature < 0:
+        raise UserError(f"--temperature must be >= 0; got {args.temperature}")
+    if not 0 < args.top_p <= 1:
+        raise UserError(f"--top-p must lie in (0, 1]; got {args.top_p}")
+    if not args.prompt:
+        raise UserError("--prompt must not be empty")
+    try:
+        from .decoding import generate
+    except ImportError as e:
+        raise UserError(f"generation is not available: mtp_edu.decoding cannot be imported ({e})") from None
+    state = load_model(args.model)
+    ids = state.tokenizer.encode(args.prompt)
+    room = state.model.config.max_seq_len - len(ids)
+    if room < 1:
+        raise UserError(f"the prompt is {len(ids)} tokens; the model's context is {state.model.config.max_seq_len}")
+    new = generate(state.model, ids, min(args.max_new_tokens, room), temperature=args.temperature,
+                   top_k=args.top_k or None, top_p=args.top_p, seed=args.seed)
+    print(args.prompt + state.tokenizer.decode(new))
+    return 0
+
+
+# ---- info -------------------------------------------------------------------------------------
+def add_info(sub) -> None:
+    p = sub.add_parser("info", help="show a model's card",
+                       description="Print the model card of a shipped model or checkpoint directory.")
+    p.add_argument("model", help="shipped model name or checkpoint directory")
+    p.add_argument("--verify", action="store_true",
+                   help="recompute the card's eval-slice numbers from the stored weights and compare")
+    p.add_argument("--json", action="store_true", help="print the card as JSON")
+    p.set_defaults(func=run_info)
+
+
+def format_card_summary(card: dict) -> str:
+    val, sl = card["validation"], card["eval_slice"]
+    lines = [f"model      {card['name']}",
+             f"command    {card['command']}",
+             f"trained    {card['steps']} steps, {card['tokens_seen']:,} tokens, {card['training_time_s']:.0f} s "
+             f"on {card['hardware']}",
+             f"software   {card['software']}",
+             f"params     {card['params']['total']:,} ({card['weights_dtype']} storage)",
+             f"corpus     {card['corpus']['name']} sha256 {card['corpus']['sha256'][:16]}...",
+             f"validation {val['what']}",
+             "  depth  " + " ".join(f"{k:>7d}" for k in range(len(val['loss']))),
+             "  loss   " + " ".join(f"{x:7.4f}" for x in val["loss"]) + "   (nats/token)",
+             "  top-1  " + " ".join(f"{x:7.4f}" for x in val["acc"]),
+             f"eval slice ({len(sl['chunks'])} chunks, stored in the card; check with --verify)",
+             "  loss   " + " ".join(f"{x:7.4f}" for x in sl["loss"]),
+             "  top-1  " + " ".join(f"{x:7.4f}" for x in sl["acc"])]
+    return "\n".join(lines)
+
+
+def verify_card(state, card: dict) -> tuple[dict, float]:
+    """Recompute the eval-slice numbers; return them and the largest absolute difference."""
+    import torch
+    from .train import evaluate
+    chunks = torch.tensor(card["eval_slice"]["chunks"], dtype=torch.long)
+    got = evaluate(state.model, chunks)
+    D = state.model.config.mtp_depth
+    fresh = {"loss": [got[f"val_loss_{k}"] for k in range(D + 1)], "acc": [got[f"val_acc_{k}"] for k in range(D + 1)]}
+    diff = max(abs(a - b) for what in ("loss", "acc") for a, b in zip(fresh[what], card["eval_slice"][what]))
+    return fresh, diff
+
+
+def run_info(args, argv: list[str]) -> int:
+    state = load_model(args.model)
+    card = state.card
+    if card is None:
+        meta = state.meta
+        print(f"{state.path}: no model card; step {meta.get('step')}, config {json.dumps(meta['config'])}")
+        return 0
+    if args.json:
+        print(json.dumps({k: v for k, v in card.items() if k != "eval_slice"} |
+                         {"eval_slice": {k: v for k, v in card["eval_slice"].items() if k != "chunks"}}, indent=1))
+    else:
+        print(format_card_summary(card))
+    if args.verify:
+        fresh, diff = verify_card(state, card)
+        ok = diff <= 1e-4
+        print("recomputed  loss " + " ".join(f"{x:7.4f}" for x in fresh["loss"]) +
+              " | top-1 " + " ".join(f"{x:7.4f}" for x in fresh["acc"]))
+        print(f"max |difference| {diff:.2e}: " + ("matches the card" if ok else "DOES NOT match the card"))
+        return 0 if ok else 1
+    return 0
+
+
+# ---- subcommands that hand all their arguments to a module's own main() ------------------------
+FORWARDED = {"bench": "bench", "bench train": "bench_train", "notebooks": "suite"}
+
+
+def _forward(argv: list[str]) -> int | None:
+    """Run `mtp_edu.<module>.main(rest)` for a forwarded subcommand; None if argv is not one."""
+    import importlib
+    for words in sorted(FORWARDED, key=len, reverse=True):           # "bench train" before "bench"
+        n = len(words.split())
+        if argv[:n] == words.split():
+            return importlib.import_module(f"mtp_edu.{FORWARDED[words]}").main(argv[n:]) or 0
+    return None
+
+
+def add_bench(sub) -> None:
+    sub.add_parser("bench", help="decoding speed: mtp-edu bench [--help]; training cost and memory: "
+                   "mtp-edu bench train [--help]")
+
+
+def add_notebooks(sub) -> None:
+    sub.add_parser("notebooks", help="run the walkthrough notebooks headlessly (--write rewrites their outputs)")
+
+
+def add_diagrams(sub) -> None:
+    p = sub.add_parser("diagrams", help="regenerate the diagrams/ folder (SVG + .dot) from the code")
+    p.add_argument("--out", default="diagrams", help="output folder (default diagrams)")
+
+    def run(args, argv):
+        from .viz.diagrams import GraphvizNotFound, write_diagrams
+        try:
+            paths = write_diagrams(args.out)
+        except GraphvizNotFound as e:
+            raise UserError(str(e)) from None
+        print(f"wrote {len(paths)} files to {args.out}/")
+        return 0
+    p.set_defaults(func=run)
+
+
+def add_assignments(sub) -> None:
+    p = sub.add_parser("assignments", help="regenerate the student versions of the assignments")
+
+    def run(args, argv):
+        from .assignments import main as regenerate
+        return regenerate()
+    p.set_defaults(func=run)
+
+
+# ---- entry point ------------------------------------------------------------------------------
+SUBCOMMANDS = [add_train, add_generate, add_info, add_bench, add_diagrams, add_notebooks, add_assignments]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtp-edu", description="Multi-Token Prediction, small enough to read.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    forwarded = _forward(argv)
+    if forwarded is not None:
+        return forwarded
+    parser = build_parser()
+    args = parser.parse_args(argv)          # argparse prints usage + error and exits 2 on bad arguments
+    from .checkpoint import CheckpointError
+    try:
+        return args.func(args, argv)
+    except (UserError, CheckpointError, ValueError, FileNotFoundError) as e:
+        print(f"mtp-edu: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("mtp-edu: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,54 @@
+"""The decoding benchmark runs end to end, alternates its runs, and reports what it promises."""
+import json
+
+import pytest
+
+from mtp_edu import bench
+from mtp_edu.data import ByteTokenizer
+from conftest import tiny_model
+
+
+def test_bench_model_reports_every_variant():
+    model = tiny_model(max_seq_len=40).float()
+    prompts = [[1, 2, 3, 4, 5, 6], [7, 8, 9, 1, 2, 3]]
+    res = bench.bench_model(model, prompts, new_tokens=12, depths=[1, 2, 3], rounds=1, min_confidence=0.3)
+    names = [v["name"] for v in res["variants"]]
+    assert names == ["mtp d=1", "mtp d=2", "mtp d=3", "mtp d=3 q>=0.3", "prompt lookup d=3"]
+    assert res["baseline_tokens_per_s"] > 0
+    for v in res["variants"]:
+        assert v["identical"] == "2/2"                       # greedy speculative == greedy generate
+        assert v["tokens_per_s"] > 0 and v["speedup"] > 0
+        assert 1 <= v["tau"] <= 4 and sum(v["accepted_histogram"]) > 0
+    table = bench.format_table({"tiny": res})
+    assert "prompt lookup d=3" in table and "identical" in table
+
+
+def test_main_prints_a_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert bench.main(["--models", "random:linear", "--depths", "1,2", "--prompts", "1", "--rounds", "1",
+                       "--new-tokens", "6", "--prompt-tokens", "8", "--min-confidence", "0", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "random:linear" in printed and "mtp d=2" in printed
+    report = json.loads(out.read_text())
+    assert report["command"].startswith("python -m mtp_edu.bench --models random:linear")
+    assert report["machine"]["threads"] == 1
+    variants = report["results"]["random:linear"]["variants"]
+    assert [v["name"] for v in variants] == ["mtp d=1", "mtp d=2", "prompt lookup d=2"]
+    assert all(v["identical"] == "1/1" for v in variants)
+
+
+def test_prompts_come_from_held_out_text():
+    prompts = bench.make_prompts(ByteTokenizer(), count=3, length=20)
+    assert len(prompts) == 3 and all(len(p) == 20 for p in prompts)
+    assert len({tuple(p) for p in prompts}) == 3
+
+
+@pytest.mark.parametrize("argv", [["--depths", "0"], ["--depths", "a"], ["--rounds", "0"]])
+def test_bad_arguments(argv):
+    with pytest.raises(SystemExit):
+        bench.main(argv)
+
+
+def test_unknown_model_is_a_clear_error(capsys):
+    assert bench.main(["--models", "no-such-model", "--prompts", "1", "--rounds", "1"]) == 2
+    assert "no-such-model" in capsys.readouterr().err

@@ -1,0 +1,152 @@
+"""Corpora, tokenizers and batches (mtp_edu.data)."""
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mtp_edu.data import (STDLIB_TRAIN_FILES, STDLIB_VAL_FILES, BPETokenizer, ByteTokenizer, eval_chunks,
+                          get_batch, load_corpus, make_tokenizer, stdlib_corpus, synthetic_corpus,
+                          synthetic_text, text_file_corpus, tokenizer_from_dict)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text())
+def test_byte_tokenizer_round_trips_any_string(text):
+    tok = ByteTokenizer()
+    ids = tok.encode(text)
+    assert all(0 <= i < 256 for i in ids)
+    assert tok.decode(ids) == text
+    assert tok.encode_tensor(text).tolist() == ids
+
+
+@pytest.fixture(scope="module")
+def bpe():
+    return BPETokenizer.train(stdlib_corpus().train[:200_000], vocab_size=400)
+
+
+@settings(max_examples=150, deadline=None)
+@given(text=st.text())
+def test_bpe_round_trips_any_string(bpe, text):
+    ids = bpe.encode(text)
+    assert all(0 <= i < bpe.vocab_size for i in ids)
+    assert bpe.decode(ids) == text
+
+
+def test_bpe_compresses_code_and_serialises(bpe):
+    code = stdlib_corpus().val[:5000]
+    assert len(bpe.encode(code)) < 0.7 * len(code.encode("utf-8"))    # merges were learned
+    again = tokenizer_from_dict(bpe.to_dict())
+    assert again.vocab_size == bpe.vocab_size == 400
+    assert again.encode(code) == bpe.encode(code) == bpe.encode_tensor(code).tolist()
+
+
+def test_tokenizer_specs_and_errors():
+    corpus = synthetic_corpus("words", n_chars=5000)
+    assert isinstance(make_tokenizer("byte", corpus), ByteTokenizer)
+    assert make_tokenizer("bpe:300", corpus).vocab_size <= 300
+    for bad in ("wordpiece", "bpe:many"):
+        with pytest.raises(ValueError, match="tokenizer"):
+            make_tokenizer(bad, corpus)
+    with pytest.raises(ValueError, match="unknown tokenizer"):
+        tokenizer_from_dict({"type": "sentencepiece"})
+
+
+def test_stdlib_corpus_is_deterministic_with_disjoint_validation_files():
+    a, b = stdlib_corpus(), stdlib_corpus()
+    assert a.train == b.train and a.val == b.val and a.sha256 == b.sha256
+    assert not set(STDLIB_TRAIN_FILES) & set(STDLIB_VAL_FILES)
+    assert a.info["missing"] == [] and len(a.train) > 1_000_000 and len(a.val) > 50_000
+    # each validation file's text is absent from the training text
+    for name in STDLIB_VAL_FILES:
+        assert f"# ==== {name} ====" in a.val and f"# ==== {name} ====" not in a.train
+    assert a.describe()["sha256"] == a.sha256
+
+
+def test_stdlib_corpus_hash_sees_any_change(tmp_path):
+    for name in STDLIB_TRAIN_FILES + STDLIB_VAL_FILES:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(f"# {name}\nx = 1\n")
+    base = stdlib_corpus(tmp_path)
+    assert base.train.index("# ==== abc.py") < base.train.index("# ==== argparse.py")   # fixed order
+    (tmp_path / "json/decoder.py").write_text("# changed\n")
+    changed = stdlib_corpus(tmp_path)
+    assert changed.sha256 != base.sha256
+    (tmp_path / "uuid.py").unlink()
+    missing = stdlib_corpus(tmp_path)
+    assert missing.info["missing"] == ["uuid.py"] and missing.sha256 != changed.sha256
+    with pytest.raises(ValueError, match="no Python standard library"):
+        stdlib_corpus(tmp_path / "nowhere")
+
+
+def test_synthetic_cycle_noise_knob():
+    clean = synthetic_text("cycle", 5000, noise=0.0, seed=3)
+    successors = {}
+    for a, b in zip(clean, clean[1:]):
+        assert successors.setdefault(a, b) == b          # fully determined by the previous character
+    assert synthetic_text("cycle", 5000, noise=0.0, seed=3) == clean
+    noisy = synthetic_text("cycle", 20000, noise=0.5, seed=3)
+    follows = sum(successors.get(a) == b for a, b in zip(noisy, noisy[1:])) / (len(noisy) - 1)
+    assert 0.45 < follows < 0.62                          # 0.5 + 0.5 / 26 expected
+    noise = synthetic_text("noise", 26_000, seed=1)
+    counts = torch.tensor([noise.count(c) for c in set(noise)], dtype=torch.float)
+    assert len(counts) == 26 and counts.min() > 800       # roughly uniform
+
+
+def test_synthetic_words_and_errors():
+    text = synthetic_text("words", 3000, seed=0)
+    words = set(text.split()[:-1])                         # the last word may be cut off
+    assert 2 <= len(words) <= 16 and len({w[0] for w in words}) == len(words)
+    corpus = synthetic_corpus("cycle", noise=0.1, n_chars=1000)
+    assert len(corpus.train) + len(corpus.val) == 1000 and corpus.name == "synthetic:cycle:noise=0.1"
+    with pytest.raises(ValueError, match="synthetic kind"):
+        synthetic_text("zipf")
+    with pytest.raises(ValueError, match="noise"):
+        synthetic_text("cycle", noise=1.5)
+    assert load_corpus("synthetic:noise").name == "synthetic:noise:noise=0"
+    with pytest.raises(ValueError, match="noise must be a number"):
+        load_corpus("synthetic:cycle:lots")
+
+
+def test_text_file_corpus(tmp_path):
+    path = tmp_path / "poem.txt"
+    lines = [f"line {i} ünïcode\n" for i in range(100)]
+    path.write_text("".join(lines), encoding="utf-8")
+    corpus = load_corpus(str(path))
+    assert corpus.train + corpus.val == "".join(lines)
+    assert corpus.val.startswith("line ") and corpus.train.endswith("\n")   # cut at a line start
+    (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00 not utf8")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        text_file_corpus(tmp_path / "bin.txt")
+    with pytest.raises(ValueError, match="does not exist"):
+        text_file_corpus(tmp_path / "missing.txt")
+
+
+def test_get_batch_shifts_and_is_seeded():
+    data = torch.arange(1000)
+    x, y = get_batch(data, 6, 16, torch.Generator().manual_seed(0))
+    assert x.shape == y.shape == (6, 16)
+    assert torch.equal(x[:, 1:], y[:, :-1])                 # targets are inputs shifted by one
+    assert torch.equal(y - x, torch.ones_like(x))           # contiguous chunks of the data
+    x2, _ = get_batch(data, 6, 16, torch.Generator().manual_seed(0))
+    assert torch.equal(x, x2)
+    x3, _ = get_batch(data, 6, 16, torch.Generator().manual_seed(1))
+    assert not torch.equal(x, x3)
+
+
+def test_get_batch_ranks_split_the_global_batch():
+    data = torch.arange(5000)
+    full, _ = get_batch(data, 8, 10, torch.Generator().manual_seed(5))
+    parts = [get_batch(data, 8, 10, torch.Generator().manual_seed(5), rank=r, world_size=4)[0] for r in range(4)]
+    assert torch.equal(torch.cat(parts), full)
+    with pytest.raises(ValueError, match="multiple"):
+        get_batch(data, 6, 10, torch.Generator(), rank=0, world_size=4)
+    with pytest.raises(ValueError, match="chunk needs"):
+        get_batch(torch.arange(5), 2, 10, torch.Generator())
+
+
+def test_eval_chunks_are_consecutive():
+    chunks = eval_chunks(torch.arange(100), 9, max_chunks=5)
+    assert chunks.shape == (5, 10) and torch.equal(chunks.flatten(), torch.arange(50))
+    assert eval_chunks(torch.arange(100), 9).shape == (10, 10)
+    with pytest.raises(ValueError, match="validation data"):
+        eval_chunks(torch.arange(5), 9)

@@ -1,0 +1,82 @@
+"""The shipped models (mtp_edu.pretrained): present, small, fast to load, and their cards are true."""
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import mtp_edu.pretrained as pretrained
+from mtp_edu.cli import main
+from mtp_edu.data import ByteTokenizer, eval_chunks, stdlib_corpus
+from mtp_edu.pretrained import list_pretrained, load_pretrained, pretrained_card
+from mtp_edu.train import evaluate
+
+NAMES = ["mtp-seq-d3", "mtp-d0", "mtp-par-d3", "mtp-lin-d3"]
+STYLE = {"mtp-seq-d3": "sequential", "mtp-par-d3": "parallel", "mtp-lin-d3": "linear"}
+TRUNK_FIELDS = ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len", "tie_embeddings", "d_ff",
+                "rope_theta", "norm_eps", "init_seed")
+
+
+def test_all_four_models_ship_within_25_mb():
+    assert list_pretrained() == NAMES
+    size = sum(p.stat().st_size for p in Path(pretrained.__file__).parent.rglob("*") if p.is_file())
+    assert size <= 25 * 2**20, f"{size / 2**20:.1f} MiB"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_loads_in_under_two_seconds(name):
+    start = time.perf_counter()
+    model, tokenizer = load_pretrained(name)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 2.0, f"{name} took {elapsed:.2f} s"
+    assert isinstance(tokenizer, ByteTokenizer) and not model.training
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_card_numbers_are_reproduced_from_the_stored_weights(name):
+    model, _ = load_pretrained(name)
+    card = pretrained_card(name)
+    chunks = torch.tensor(card["eval_slice"]["chunks"])
+    got = evaluate(model, chunks)
+    D = model.config.mtp_depth
+    n_positions = [chunks.shape[0] * (chunks.shape[1] - 1 - k) for k in range(D + 1)]
+    for k in range(D + 1):
+        assert got[f"val_loss_{k}"] == pytest.approx(card["eval_slice"]["loss"][k], abs=1e-4)
+        # accuracy counts argmax hits: allow one position to flip on another CPU's rounding
+        assert abs(got[f"val_acc_{k}"] - card["eval_slice"]["acc"][k]) <= 1.5 / n_positions[k]
+    if name == "mtp-seq-d3":                              # and `mtp-edu info --verify` agrees
+        assert main(["info", name, "--verify"]) == 0
+
+
+def test_cards_describe_comparable_models():
+    cards = {name: pretrained_card(name) for name in NAMES}
+    base = cards["mtp-seq-d3"]
+    for name, card in cards.items():
+        cfg = card["config"]
+        assert card["command"].startswith(f"mtp-edu train --preset {name} ")
+        assert f"--export mtp_edu/pretrained/{name}" in card["command"]
+        assert card["corpus"]["name"] == "stdlib" and card["weights_dtype"] == "float16"
+        assert all(cfg[f] == base["config"][f] for f in TRUNK_FIELDS), name          # one trunk for all
+        assert card["steps"] == base["steps"] and card["tokens_seen"] == base["tokens_seen"]
+        assert card["training_time_s"] > 0 and ("CPU" in card["hardware"] or "CUDA" in card["hardware"])
+        assert cfg["mtp_depth"] == (0 if name == "mtp-d0" else 3)
+        if name in STYLE:
+            assert cfg["mtp_style"] == STYLE[name]
+        assert cfg["n_layers"] >= 6                      # the trunk is much deeper than one MTP block
+        assert card["validation"]["loss"][0] < 2.5       # learned something (uniform bytes: 5.55 nats)
+
+
+@pytest.mark.slow
+def test_star_full_validation_numbers_on_this_machine():
+    """The card's full validation numbers, recomputed when this machine's corpus is the card's."""
+    card = pretrained_card("mtp-seq-d3")
+    corpus = stdlib_corpus()
+    if corpus.sha256 != card["corpus"]["sha256"]:
+        pytest.skip("this Python's standard library differs from the card's (corpus sha256); "
+                    "the eval-slice test covers the card numbers")
+    model, tok = load_pretrained("mtp-seq-d3")
+    chunks = eval_chunks(tok.encode_tensor(corpus.val), card["train_config"]["seq_len"],
+                         card["train_config"]["final_eval_chunks"])
+    got = evaluate(model, chunks)
+    assert [round(got[f"val_loss_{k}"], 4) for k in range(4)] == pytest.approx(card["validation"]["loss"], abs=2e-4)
