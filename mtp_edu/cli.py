@@ -130,6 +130,8 @@ def run_train(args, argv: list[str]) -> int:
         model_config = model_config.replace(max_seq_len=seq_len_needed)
     result = train(model_config, tc, out, resume=args.resume, export=args.export, export_dtype=args.export_dtype,
                    name=args.preset, command="mtp-edu " + shlex.join(argv), progress=not args.no_progress)
+    if os.environ.get("RANK", "0") != "0":                 # under torchrun only rank 0 reports
+        return 0
     if result.card is not None:
         print(format_card_summary(result.card))
     print(f"checkpoint: {out}" + (f"; export: {args.export}" if args.export else ""))

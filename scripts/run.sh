@@ -7,6 +7,6 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 venv="${MTP_EDU_VENV:-.venv}"
 if [ "${1:-}" = "--execute" ]; then
-  exec "$venv/bin/python" -m mtp_edu.cli notebooks --execute
+  exec "$venv/bin/mtp-edu" notebooks
 fi
 exec "$venv/bin/jupyter" lab notebooks/
