@@ -32,7 +32,11 @@ py="$venv/bin/python"
 #    an index (the CPU build of 2.13.0 lies on disk on the machines CI uses: seconds, not a multi-GB
 #    CUDA download); else the newest torch from PyPI. pyproject only asks for torch>=2.4.
 if ! "$py" -c "import torch" 2>/dev/null; then
-  "$py" -m pip install -q --no-index torch==2.13.0 2>/dev/null || "$py" -m pip install -q torch
+  if "$py" -m pip install -q --no-index --no-deps torch==2.13.0 2>/dev/null; then
+    "$py" -m pip install -q torch==2.13.0           # the wheel was local; now its dependencies
+  else
+    "$py" -m pip install -q torch
+  fi
 fi
 
 # 4. The package itself, editable, with its Python dependencies.
