@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from ..config import MTP_STYLES, MTPConfig
+from ..data import ByteTokenizer
 from ..losses import Constant, Curriculum, Decay, DeepSeekStep, depth_weights
 from ..shifts import shift_table
 from ..traces import Trace
@@ -36,17 +37,6 @@ def message_html(text: str, kind: str = "info") -> str:
     colour = {"info": "#0969da", "warn": "#9a6700", "error": "#cf222e"}[kind]
     return (f'<div class="mtp-message mtp-message-{kind}" style="border-left:4px solid {colour};'
             f'padding:4px 8px;margin:4px 0;background:#f6f8fa;font-family:sans-serif">{html.escape(text, quote=False)}</div>')
-
-
-class ByteTokenizer:
-    """UTF-8 bytes as token ids (V = 256): the stand-in when no tokenizer is given."""
-    vocab_size = 256
-
-    def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
-
-    def decode(self, ids: list[int]) -> str:
-        return bytes(i for i in ids if 0 <= i < 256).decode("utf-8", errors="replace")
 
 
 def _int(value: Any, name: str) -> int:
