@@ -7,8 +7,9 @@ widgets show:
     a_k      = P(draft k accepted | drafts 1..k-1 accepted)          (conditional acceptance)
     E[tokens per step] = 1 + a_1 + a_1 a_2 + ... + a_1 ... a_n        (seed 001's formula)
 
-With independent acceptances E[tokens per step] equals tau; the gap between the two shows how far
-acceptance at one depth depends on the others.
+With the conditional a_k measured on the same steps, 1 + a_1 + a_1 a_2 + ... counts exactly the tokens
+of a step that drafted the full depth; it differs from tau only where steps drafted fewer (the end
+of the output, a confidence stop, a prompt-lookup miss).
 """
 from __future__ import annotations
 
