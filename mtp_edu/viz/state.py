@@ -387,13 +387,18 @@ class StepperState:
     def pq_table(self, n: int) -> str:
         s = self.trace.steps[n]
         td = '<td style="padding:1px 10px;border-bottom:1px solid #eaeef2">'
+        # the column that decides acceptance under this trace's rule
+        rule_col = {"sample": ("min(1, p/q)", lambda p, q: f"{min(1.0, p / q) if q > 0 else float('nan'):.3f}"),
+                    "threshold": (f"p > {self.threshold:g}?", lambda p, q: "yes" if p > self.threshold else "no")
+                    }.get(self.trace.rule, ("is the main argmax?", None))
         rows = "".join(
             f"<tr>{td}{j + 1}</td>{td}<code>{html.escape(show_token(t, self.tokenizer))}</code></td>"
-            f"{td}{q:.3f}</td>{td}{p:.3f}</td>{td}{min(1.0, p / q) if q > 0 else float('nan'):.3f}</td>"
+            f"{td}{q:.3f}</td>{td}{p:.3f}</td>"
+            f"{td}{rule_col[1](p, q) if rule_col[1] else 'yes' if j < s.accepted else 'no' if j == s.accepted else '-'}</td>"
             f"{td}{'accepted' if j < s.accepted else 'rejected' if j == s.accepted else 'discarded'}</td></tr>"
             for j, (t, q, p) in enumerate(zip(s.drafted, s.q, s.p)))
         th = "".join(f'<th style="padding:1px 10px;text-align:left">{h}</th>' for h in
-                     ("depth k", "draft", "q (MTP module k)", "p (main model)", "min(1, p/q)", "outcome"))
+                     ("depth k", "draft", "q (MTP module k)", "p (main model)", rule_col[0], "outcome"))
         return (f'<table class="mtp-pq" style="border-collapse:collapse;font-family:sans-serif;font-size:90%;'
                 f'margin:6px 0"><caption style="text-align:left;color:#57606a">step {n + 1}: p and q of each '
                 f'draft</caption><tr>{th}</tr>{rows}</table>')
