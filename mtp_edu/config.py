@@ -12,8 +12,24 @@ from dataclasses import dataclass
 MTP_STYLES = ("sequential", "parallel", "linear")
 
 
+class DictConfig:
+    """to_dict / from_dict for a config dataclass; unknown keys are an error, never ignored."""
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict):
+        """Build from a dict (e.g. a checkpoint's JSON)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} field(s) {unknown}; known fields: {sorted(names)}")
+        return cls(**data)
+
+
 @dataclass
-class MTPConfig:
+class MTPConfig(DictConfig):
     vocab_size: int = 256          # V; 256 = byte-level tokenizer
     d_model: int = 128             # d, the width of every hidden state
     n_layers: int = 4              # L, decoder blocks in the main trunk
@@ -70,18 +86,6 @@ class MTPConfig:
         if self.d_ff is not None:
             return self.d_ff
         return -(-8 * self.d_model // 3 // 32) * 32
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "MTPConfig":
-        """Build from a dict (e.g. a checkpoint's JSON); unknown keys are an error, not ignored."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown MTPConfig field(s) {unknown}; known fields: {sorted(names)}")
-        return cls(**data)
 
     def replace(self, **changes) -> "MTPConfig":
         return dataclasses.replace(self, **changes)

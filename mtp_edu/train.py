@@ -13,7 +13,6 @@ state and the RNG states are part of every checkpoint.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import os
 import platform
@@ -27,7 +26,7 @@ import torch
 import torch.distributed as dist
 
 from . import checkpoint as ckpt
-from .config import MTPConfig
+from .config import DictConfig, MTPConfig
 from .data import eval_chunks, get_batch, load_corpus, make_tokenizer
 from .losses import DeepSeekStep, mtp_loss, mtp_loss_backward
 from .model import MTPModel
@@ -35,7 +34,7 @@ from .shifts import depth_targets
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Every training knob; JSON-able, stored in each checkpoint."""
     data: str = "stdlib"             # 'stdlib' | 'synthetic:KIND[:NOISE]' | path to a UTF-8 text file
     tokenizer: str = "byte"          # 'byte' | 'bpe:VOCAB'
@@ -84,16 +83,6 @@ class TrainConfig:
         if self.device not in ("auto", "cpu", "cuda", "mps") and not self.device.startswith("cuda:"):
             raise ValueError(f"TrainConfig.device={self.device!r} must be auto, cpu, cuda[:N] or mps")
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "TrainConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - names)
-        if unknown:
-            raise ValueError(f"unknown TrainConfig field(s) {unknown}")
-        return cls(**data)
 
 
 # ---- presets: the shipped models and a notebook-sized run -------------------------------------

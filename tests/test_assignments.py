@@ -1,6 +1,5 @@
 """Assignments: student versions are up to date, the checks catch typical mistakes with a specific
 message, and an untouched student version fails its first check. (Solutions run under nbmake.)"""
-from pathlib import Path
 
 import nbformat
 import pytest

@@ -15,7 +15,7 @@ from mtp_edu import MTPConfig, MTPModel, mtp_loss
 from mtp_edu.decoding import divergence, generate, speculative_generate, target_probs
 from mtp_edu.drafting import DecodeState, MTPDrafter, PromptLookupDrafter
 from mtp_edu.model import KVCache
-from conftest import STYLES, tiny_model
+from conftest import tiny_model
 
 D = 3
 

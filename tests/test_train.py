@@ -11,7 +11,7 @@ import torch
 
 from mtp_edu import MTPConfig
 from mtp_edu.checkpoint import CheckpointError, load_checkpoint, read_meta
-from mtp_edu.data import eval_chunks, synthetic_corpus
+from mtp_edu.data import synthetic_corpus
 from mtp_edu.losses import mtp_loss
 from mtp_edu.model import MTPModel
 from mtp_edu.train import PRESETS, TrainConfig, evaluate, lr_at, preset, train

@@ -14,8 +14,7 @@ from mtp_edu import MTPConfig, MTPModel
 from mtp_edu.losses import depth_weights
 from mtp_edu.traces import Step, Trace
 from mtp_edu.viz import widgets
-from mtp_edu.viz.state import (ArchitectureState, LossWeightState, ShiftTableState, StepperState,
-                               speculative_trace_fn)
+from mtp_edu.viz.state import ArchitectureState, LossWeightState, ShiftTableState, StepperState
 from mtp_edu.viz.tokens import show_token
 
 TINY = dict(vocab_size=128, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)

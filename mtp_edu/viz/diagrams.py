@@ -208,7 +208,7 @@ def architecture_diagram(model: MTPModel | MTPConfig | None = None, *, n_positio
         c.node("in0", _token_row("Input Tokens", table.inputs[0]), shape="plaintext", style="")
         c.node("emb0", _box("Embedding Layer", f"embed: V×d = {V}×{d}", _params(counts["embedding"])), **GREEN)
         c.edge("in0", "emb0", label=" [B, T]")
-        c.node("trunk", _box(f"Transformer Block × L", f"L = {L} pre-norm blocks (attn + SwiGLU)",
+        c.node("trunk", _box("Transformer Block × L", f"L = {L} pre-norm blocks (attn + SwiGLU)",
                              _params(_numel(model.blocks))), **YELLOW)
         c.edge("emb0", "trunk", label=" " + _shape(0, d))
         c.node("norm0", _box("RMSNorm", "final norm", _params(_numel(model.norm))), **WHITE)
