@@ -67,6 +67,21 @@ def _classed(widget: W.Widget, *classes: str) -> W.Widget:
     return widget
 
 
+def _live(state, controls: dict[str, W.Widget]) -> Explorer:
+    """An Explorer whose view re-renders `state.html()` after every control change; each control's
+    name is the `state.set` keyword it drives."""
+    view = _classed(W.HTML(), "mtp-view")
+    update = _guard(view, state.html)
+
+    def on_change(change):
+        state.set(**{name: c.value for name, c in controls.items()})
+        update()
+    for c in controls.values():
+        c.observe(on_change, names="value")
+    update()
+    return Explorer(state, controls, view)
+
+
 # ---- shift-table explorer ----------------------------------------------------------------------------
 def shift_table_explorer(text: str = "The cat sat on the mat.", depth: int = 2, max_depth: int = 4,
                          tokenizer: Any = None, max_tokens: int = 24) -> Explorer:
@@ -79,16 +94,7 @@ def shift_table_explorer(text: str = "The cat sat on the mat.", depth: int = 2, 
         "depth": _classed(W.IntSlider(value=min(max(depth, 0), max_depth), min=0, max=max_depth,
                                       description="depth D"), "mtp-depth"),
     }
-    view = _classed(W.HTML(), "mtp-view")
-    update = _guard(view, state.html)
-
-    def on_change(change):
-        state.set(text=controls["text"].value, depth=controls["depth"].value)
-        update()
-    for c in controls.values():
-        c.observe(on_change, names="value")
-    update()
-    return Explorer(state, controls, view)
+    return _live(state, controls)
 
 
 # ---- architecture explorer ---------------------------------------------------------------------------
@@ -100,16 +106,7 @@ def architecture_explorer(config: MTPConfig | None = None, depth: int = 1, style
         "depth": _classed(W.IntSlider(value=depth, min=0, max=max_depth, description="D"), "mtp-depth"),
         "style": _classed(W.Dropdown(options=list(MTP_STYLES), value=style, description="mtp_style"), "mtp-style"),
     }
-    view = _classed(W.HTML(), "mtp-view")
-    update = _guard(view, state.html)
-
-    def on_change(change):
-        state.set(depth=controls["depth"].value, style=controls["style"].value)
-        update()
-    for c in controls.values():
-        c.observe(on_change, names="value")
-    update()
-    return Explorer(state, controls, view)
+    return _live(state, controls)
 
 
 # ---- drafting / acceptance stepper -----------------------------------------------------------------------
