@@ -1,6 +1,6 @@
 """mtp-edu: Multi-Token Prediction (DeepSeek-V3 and relatives), small enough to read in one sitting."""
 from .config import MTPConfig
-from .decoding import generate, speculative_generate
+from .decoding import compile_for_decoding, generate, speculative_generate
 from .losses import mtp_loss, mtp_loss_backward
 from .model import MTPModel, MTPOutput
 from .pretrained import list_pretrained, load_pretrained
@@ -8,4 +8,4 @@ from .shifts import shift_table
 
 __version__ = "0.1.0"
 __all__ = ["MTPConfig", "MTPModel", "MTPOutput", "shift_table", "mtp_loss", "mtp_loss_backward",
-           "generate", "speculative_generate", "load_pretrained", "list_pretrained"]
+           "generate", "speculative_generate", "compile_for_decoding", "load_pretrained", "list_pretrained"]

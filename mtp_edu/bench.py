@@ -10,6 +10,8 @@ both sides of every pair alike. Each variant's speed-up is the median over its p
 draft depth, the deepest again with a dynamic draft length (`min_draft_confidence`), and prompt
 lookup (an n-gram copy drafter that needs no training) at the largest depth.
 All variants use the greedy rule, so each run's output must equal the baseline's ("identical").
+With --compile, both sides run through `compile_for_decoding` (torch.compile); the compile time is
+paid in the warm-up and reported apart.
 
 Threads: one by default. A decode step is a chain of tiny matmuls (d = 128), where a second
 thread adds synchronisation and competes with everything else on a 2-core machine.
@@ -28,9 +30,10 @@ import torch
 
 from .config import MTPConfig
 from .data import ByteTokenizer, stdlib_corpus
-from .decoding import generate, speculative_generate
+from .decoding import compile_for_decoding, generate, speculative_generate
 from .model import MTPModel
 from .traces import Trace
+from .train import hardware_description
 
 DEFAULT_MODELS = ("mtp-seq-d3", "mtp-par-d3", "mtp-lin-d3")
 FALLBACK_PROMPTS = (      # used when the standard library's source is not on this machine
@@ -84,7 +87,8 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
     lookup_depth = max(depths, default=3)
     variants.append((f"prompt lookup d={lookup_depth}", dict(drafter="prompt_lookup", draft_depth=lookup_depth)))
     base_speed, runs = [], {name: {"speed": [], "ratio": [], "identical": 0, "steps": []} for name, _ in variants}
-    generate(model, prompts[0], 8)                                        # warm-up
+    _, warmup_s = _timed(lambda: (generate(model, prompts[0], 8),             # warm-up (and compile)
+                                  speculative_generate(model, prompts[0], 32)))
     for _ in range(rounds):
         for prompt in prompts:
             for name, kwargs in variants:
@@ -96,7 +100,7 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
                 r["ratio"].append(t_a / t_b * len(tokens) / len(reference))
                 r["identical"] += tokens == reference
                 r["steps"] += trace.steps
-    result = {"baseline_tokens_per_s": statistics.median(base_speed), "variants": []}
+    result = {"baseline_tokens_per_s": statistics.median(base_speed), "warmup_s": warmup_s, "variants": []}
     for name, _ in variants:
         r = runs[name]
         trace = Trace(prompt=[], rule="greedy", draft_depth=0, steps=r["steps"])   # all runs' steps pooled
@@ -134,6 +138,8 @@ def main(argv=None) -> int:
     parser.add_argument("--min-confidence", type=float, default=0.3,
                         help="also run the deepest MTP variant with dynamic draft length: stop drafting once "
                              "q(d_1)...q(d_k) < this (default 0.3; 0 = skip)")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile the trunk and the MTP modules (compile_for_decoding) for both sides")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the docstring)")
     parser.add_argument("--out", help="write the results as JSON to this file")
     args = parser.parse_args(argv)
@@ -150,7 +156,7 @@ def main(argv=None) -> int:
         parser.error("--min-confidence must lie in [0, 1]")
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
-    results = {}
+    results, hardware = {}, hardware_description(torch.device("cpu"))
     try:
         for spec in args.models.split(","):
             try:
@@ -158,17 +164,21 @@ def main(argv=None) -> int:
             except ValueError as e:
                 print(f"mtp-edu bench: error: {e}", file=sys.stderr)
                 return 2
+            if args.compile:
+                model = compile_for_decoding(model)
             prompts = make_prompts(tokenizer, args.prompts, args.prompt_tokens)
             print(f"{spec}: {len(prompts)} prompts x {args.rounds} rounds, {args.new_tokens} new tokens ...",
                   file=sys.stderr, flush=True)
             results[spec] = bench_model(model, prompts, args.new_tokens, depths, args.rounds,
                                         args.min_confidence)
+            print(f"{spec}: warm-up{' with compile' if args.compile else ''} took "
+                  f"{results[spec]['warmup_s']:.1f} s", file=sys.stderr, flush=True)
     finally:
         torch.set_num_threads(threads)
     print(format_table(results))
     if args.out:
         report = {"command": "python -m mtp_edu.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
-                  "machine": {"platform": platform.platform(), "processor": platform.processor(),
+                  "machine": {"platform": platform.platform(), "hardware": hardware,
                               "torch": torch.__version__, "threads": args.threads},
                   "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results}
         Path(args.out).write_text(json.dumps(report, indent=2))

@@ -4,13 +4,17 @@
 
 Step times of D = 0..3 are taken alternately (0 1 2 3 0 1 2 3 ...) in one process, so that a
 machine getting slower or faster affects every D alike; the median of each is compared with the ratio
-that counting FLOPs predicts. Peak memory is taken in a fresh subprocess per case (CPU: the growth of
-peak RSS (VmHWM, reset through /proc/self/clear_refs) over the RSS before the step; CUDA: torch.cuda.max_memory_allocated).
+that counting FLOPs predicts. Alternation evens out slow drifts, not a neighbour that comes and goes
+within a round: the 1-minute load average is printed and stored, and a number taken while other jobs
+ran (load well above the thread count) is not a measurement of the implementation.
+Peak memory is taken in a fresh subprocess per case (CPU: the growth of peak RSS (VmHWM, reset
+through /proc/self/clear_refs) over the RSS before the step; CUDA: torch.cuda.max_memory_allocated).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -21,6 +25,7 @@ import torch
 from .config import MTPConfig
 from .losses import mtp_loss, mtp_loss_backward
 from .model import MTPModel
+from .train import hardware_description
 
 
 def forward_flops_per_sequence(cfg: MTPConfig, T: int, attention: bool = True) -> float:
@@ -120,14 +125,19 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.device == "cpu" and not sys.platform.startswith("linux"):
         ap.error("CPU peak memory is read from /proc: Linux only")
-    rounds = args.rounds or (3 if args.quick else 9)
+    rounds = args.rounds or (3 if args.quick else 21)
     base = MTPConfig(vocab_size=256, d_model=args.d_model, n_layers=args.n_layers, n_heads=4,
                      max_seq_len=args.seq + 1, mtp_loss_scale=0.3)
-    result = {"device": args.device, "torch": torch.__version__, "threads": torch.get_num_threads(),
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    result = {"device": args.device, "hardware": hardware_description(torch.device(args.device)),
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "load_average_1min": load,
               "trunk": {"d_model": args.d_model, "n_layers": args.n_layers}, "batch": args.batch,
               "seq": args.seq, "step_time": {}, "peak_memory": {}}
+    print(result["hardware"])
     print(f"training step: d={args.d_model}, L={args.n_layers}, batch {args.batch} x {args.seq} tokens, "
-          f"V=256, {args.device}, {torch.get_num_threads()} threads, {rounds} alternating rounds")
+          f"V=256, {args.device}, {torch.get_num_threads()} threads, {rounds} alternating rounds"
+          + ("" if load is None else f", load average {load:.2f} before the run"))
     print(f"{'style':<11}{'D':>2}{'median s':>10}{'tokens/s':>10}{'measured':>10}{'FLOPs':>8}{'excess':>8}")
     for style in args.styles.split(","):
         rows = time_steps(base.replace(mtp_style=style), [0, 1, 2, 3], args.batch, args.seq, rounds, args.device)

@@ -33,6 +33,8 @@ outputs match token for token (tests/test_speculative.py).
 from __future__ import annotations
 
 import contextlib
+import os
+import sys
 import warnings
 from dataclasses import dataclass
 
@@ -144,6 +146,27 @@ def target_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | No
 
 def _sample(probs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
     return torch.multinomial(probs, 1, generator=g).squeeze(-1)
+
+
+# ---- optional: torch.compile ---------------------------------------------------------------------
+def compile_for_decoding(model: MTPModel, backend: str = "inductor") -> MTPModel:
+    """torch.compile the decode path in place: the main trunk as one graph, and each MTP module.
+
+    A decode step in eager PyTorch is mostly Python and per-op dispatch (dozens of tiny ops per
+    block); a compiled graph fuses them. `dynamic=True` keeps the KV-cache length and the number of
+    new positions symbolic, so after the first few calls (prefill, one new position, several new
+    positions) no cache length triggers a recompile. The maths is unchanged; compiled kernels may
+    round float32 differently, as any kernel change may. The first calls pay the compile time.
+    Returns the model (same object), so `model = compile_for_decoding(load_pretrained(...)[0])` works.
+    """
+    if os.name == "nt" or sys.platform == "win32":
+        raise ValueError("torch.compile is not supported on Windows; decode without compile_for_decoding")
+    if "trunk" in vars(model):
+        return model                                                            # compiled already
+    model.trunk = torch.compile(model.trunk, dynamic=True, backend=backend)   # an instance attribute
+    for module in model.mtp:
+        module.compile(dynamic=True, backend=backend)
+    return model
 
 
 # ---- plain decoding -----------------------------------------------------------------------------

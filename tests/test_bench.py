@@ -52,3 +52,16 @@ def test_bad_arguments(argv):
 def test_unknown_model_is_a_clear_error(capsys):
     assert bench.main(["--models", "no-such-model", "--prompts", "1", "--rounds", "1"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_compile_flag_compiles_the_model_before_any_timing(tmp_path, monkeypatch):
+    compiled = []
+    monkeypatch.setattr(bench, "compile_for_decoding", lambda model: compiled.append(model) or model)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--models", "random:sequential", "--depths", "1", "--prompts", "1", "--rounds", "1",
+                       "--new-tokens", "4", "--prompt-tokens", "8", "--min-confidence", "0", "--compile",
+                       "--out", str(out)]) == 0
+    assert len(compiled) == 1
+    report = json.loads(out.read_text())
+    assert report["settings"]["compile"] is True and "CPU" in report["machine"]["hardware"]
+    assert report["results"]["random:sequential"]["warmup_s"] > 0

@@ -1,4 +1,5 @@
 """The FLOP model behind `mtp-edu bench train`, checked against torch's own FLOP counter."""
+import json
 import sys
 
 import pytest
@@ -6,7 +7,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtp_edu import MTPConfig, MTPModel
-from mtp_edu.bench_train import forward_flops_per_sequence, peak_step_memory
+from mtp_edu.bench_train import forward_flops_per_sequence, main, peak_step_memory
 
 STYLES = ("sequential", "parallel", "linear")
 
@@ -29,3 +30,18 @@ def test_memory_efficient_loss_keeps_one_logits_tensor_alive():
     plain = peak_step_memory(cfg, 4, 128, memory_efficient=False)
     lean = peak_step_memory(cfg, 4, 128, memory_efficient=True)
     assert plain - lean > 2 * logits_bytes             # plain keeps all four depths' logits (and grads)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS is read from /proc (Linux)")
+def test_main_reports_ratios_memory_and_the_machine(tmp_path, capsys):
+    out = tmp_path / "train.json"
+    main(["--quick", "--d-model", "32", "--n-layers", "1", "--batch", "2", "--seq", "16", "--styles", "linear",
+          "--rounds", "1", "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "excess" in printed and "lean / D=0" in printed and "load average" in printed
+    report = json.loads(out.read_text())
+    rows = report["step_time"]["linear"]
+    assert list(rows) == ["0", "1", "2", "3"] and rows["0"]["flop_ratio"] == rows["0"]["measured_ratio"] == 1
+    assert rows["1"]["flop_ratio"] < rows["2"]["flop_ratio"] < rows["3"]["flop_ratio"]
+    assert all(r["tokens_per_s"] > 0 for r in rows.values())
+    assert set(report["peak_memory"]) == {"256", "32768"} and "CPU" in report["hardware"]

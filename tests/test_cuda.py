@@ -1,9 +1,9 @@
-"""The same invariants on a CUDA device: lossless greedy decoding, cached == full-forward drafts,
-memory-efficient gradients, a bf16-autocast training step. Skipped (with the reason) without a GPU."""
+"""The same invariants on a CUDA device: lossless greedy decoding (eager and compiled), cached ==
+full-forward drafts, memory-efficient gradients, a bf16-autocast training step. Skipped (with the reason) without a GPU."""
 import pytest
 import torch
 
-from mtp_edu import generate, mtp_loss, mtp_loss_backward, speculative_generate
+from mtp_edu import compile_for_decoding, generate, mtp_loss, mtp_loss_backward, speculative_generate
 from mtp_edu.train import TrainConfig, train
 from conftest import STYLES, tiny_config, tiny_model
 
@@ -20,6 +20,16 @@ def test_greedy_speculative_is_lossless_on_cuda_float64(style):
         for depth in (1, 2, 3):
             tokens, _ = speculative_generate(model, prompt, 20, draft_depth=depth)
             assert tokens == generate(model, prompt, 20)
+
+
+def test_compiled_decoding_on_cuda_is_lossless_float64():
+    eager, compiled = tiny_model().cuda(), compile_for_decoding(tiny_model().cuda())
+    g = torch.Generator().manual_seed(3)
+    for length in (3, 8, 13):
+        prompt = torch.randint(0, 37, (length,), generator=g).tolist()
+        want = generate(eager, prompt, 20)
+        assert generate(compiled, prompt, 20) == want
+        assert speculative_generate(compiled, prompt, 20)[0] == want
 
 
 @pytest.mark.parametrize("style", STYLES)
