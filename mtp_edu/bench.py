@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
@@ -157,6 +158,7 @@ def main(argv=None) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     results, hardware = {}, hardware_description(torch.device("cpu"))
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None       # other jobs skew timings
     try:
         for spec in args.models.split(","):
             try:
@@ -179,7 +181,7 @@ def main(argv=None) -> int:
     if args.out:
         report = {"command": "python -m mtp_edu.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
                   "machine": {"platform": platform.platform(), "hardware": hardware,
-                              "torch": torch.__version__, "threads": args.threads},
+                              "torch": torch.__version__, "threads": args.threads, "load_average_1min": load},
                   "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results}
         Path(args.out).write_text(json.dumps(report, indent=2))
     return 0

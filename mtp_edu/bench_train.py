@@ -129,7 +129,8 @@ def main(argv=None) -> dict:
     base = MTPConfig(vocab_size=256, d_model=args.d_model, n_layers=args.n_layers, n_heads=4,
                      max_seq_len=args.seq + 1, mtp_loss_scale=0.3)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    result = {"device": args.device, "hardware": hardware_description(torch.device(args.device)),
+    result = {"command": "python -m mtp_edu.bench_train " + " ".join(sys.argv[1:] if argv is None else argv),
+              "rounds": rounds, "device": args.device, "hardware": hardware_description(torch.device(args.device)),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "load_average_1min": load,
               "trunk": {"d_model": args.d_model, "n_layers": args.n_layers}, "batch": args.batch,
@@ -153,7 +154,7 @@ def main(argv=None) -> dict:
         mb = {name: peak_step_memory(cfg.replace(mtp_depth=D), mem_batch, mem_seq, lean, args.device) / 2**20
               for name, D, lean in (("d0", 0, False), ("d3_plain", 3, False), ("d3_lean", 3, True))}
         result["peak_memory"][V] = mb
-        print(f"{V:>7}{mb['d0']:>9.1f}M{mb['d3_plain']:>11.1f}M{mb['d3_lean']:>11.1f}M{mb['d3_lean'] / mb['d0']:>12.2f}")
+        print(f"{V:>7}{mb['d0']:>9.1f}M{mb['d3_plain']:>11.1f}M{mb['d3_lean']:>11.1f}M{mb['d3_lean'] / max(mb['d0'], 1e-9):>12.2f}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

@@ -33,8 +33,7 @@ outputs match token for token (tests/test_speculative.py).
 from __future__ import annotations
 
 import contextlib
-import os
-import sys
+import types
 import warnings
 from dataclasses import dataclass
 
@@ -150,20 +149,27 @@ def _sample(probs: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 # ---- optional: torch.compile ---------------------------------------------------------------------
 def compile_for_decoding(model: MTPModel, backend: str = "inductor") -> MTPModel:
-    """torch.compile the decode path in place: the main trunk as one graph, and each MTP module.
+    """torch.compile the model's trunk (as one graph) and each of its MTP modules, in place.
 
     A decode step in eager PyTorch is mostly Python and per-op dispatch (dozens of tiny ops per
     block); a compiled graph fuses them. `dynamic=True` keeps the KV-cache length and the number of
-    new positions symbolic, so after the first few calls (prefill, one new position, several new
-    positions) no cache length triggers a recompile. The maths is unchanged; compiled kernels may
-    round float32 differently, as any kernel change may. The first calls pay the compile time.
-    Returns the model (same object), so `model = compile_for_decoding(load_pretrained(...)[0])` works.
+    new positions symbolic: a handful of graphs (empty cache, one-token prompt, one new position,
+    several) serve every cache length, where static shapes would need one graph per length.
+    The maths is unchanged; compiled kernels may round float32 differently, as any kernel change may.
+
+    - The first calls pay the compile time (tens of seconds on a laptop CPU); `backend="inductor"`
+      needs a C++ compiler on a CPU (Triton on a GPU). A second call does nothing, whatever `backend`.
+    - Every later call of `model.trunk` and of the modules is compiled, training included (it works,
+      with graphs of its own). To keep an eager model, compile a separately loaded one.
+    - Compile after `copy.deepcopy` or `.double()`, not before; save with `state_dict` (unchanged),
+      never by pickling the model object.
+    Returns the same model, so `model = compile_for_decoding(load_pretrained(...)[0])` works.
     """
-    if os.name == "nt" or sys.platform == "win32":
-        raise ValueError("torch.compile is not supported on Windows; decode without compile_for_decoding")
     if "trunk" in vars(model):
         return model                                                            # compiled already
-    model.trunk = torch.compile(model.trunk, dynamic=True, backend=backend)   # an instance attribute
+    # bound to `model` here, so a deepcopy of the model binds the copy (a compiled bound method would
+    # keep calling the original's trunk)
+    model.trunk = types.MethodType(torch.compile(MTPModel.trunk, dynamic=True, backend=backend), model)
     for module in model.mtp:
         module.compile(dynamic=True, backend=backend)
     return model

@@ -31,7 +31,7 @@ def test_main_prints_a_table_and_writes_json(tmp_path, capsys):
     assert "random:linear" in printed and "mtp d=2" in printed
     report = json.loads(out.read_text())
     assert report["command"].startswith("python -m mtp_edu.bench --models random:linear")
-    assert report["machine"]["threads"] == 1
+    assert report["machine"]["threads"] == 1 and report["machine"]["load_average_1min"] >= 0
     variants = report["results"]["random:linear"]["variants"]
     assert [v["name"] for v in variants] == ["mtp d=1", "mtp d=2", "prompt lookup d=2"]
     assert all(v["identical"] == "1/1" for v in variants)
@@ -55,13 +55,39 @@ def test_unknown_model_is_a_clear_error(capsys):
 
 
 def test_compile_flag_compiles_the_model_before_any_timing(tmp_path, monkeypatch):
-    compiled = []
-    monkeypatch.setattr(bench, "compile_for_decoding", lambda model: compiled.append(model) or model)
+    compiled, timed = [], []
+
+    def fake_compile(model):
+        compiled.append(model)
+        return model
+
+    def checked_bench_model(model, *args, **kwargs):
+        timed.append(any(m is model for m in compiled))               # compiled before it is timed?
+        return real_bench_model(model, *args, **kwargs)
+
+    real_bench_model = bench.bench_model
+    monkeypatch.setattr(bench, "compile_for_decoding", fake_compile)
+    monkeypatch.setattr(bench, "bench_model", checked_bench_model)
     out = tmp_path / "bench.json"
     assert bench.main(["--models", "random:sequential", "--depths", "1", "--prompts", "1", "--rounds", "1",
                        "--new-tokens", "4", "--prompt-tokens", "8", "--min-confidence", "0", "--compile",
                        "--out", str(out)]) == 0
-    assert len(compiled) == 1
+    assert len(compiled) == 1 and timed == [True]
     report = json.loads(out.read_text())
-    assert report["settings"]["compile"] is True and "CPU" in report["machine"]["hardware"]
-    assert report["results"]["random:sequential"]["warmup_s"] > 0
+    assert report["settings"]["compile"] is True
+    assert "warmup_s" in report["results"]["random:sequential"]
+
+
+def test_decode_breakdown_script_accounts_for_the_whole_run():
+    import importlib.util
+    from pathlib import Path
+    from mtp_edu.drafting import MTPDrafter
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "decode_breakdown.py"
+    spec = importlib.util.spec_from_file_location("decode_breakdown", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    draft = MTPDrafter.draft
+    result = script.breakdown(compiled=False, rounds=1)
+    assert MTPDrafter.draft is draft                                  # the timing wrapper is removed again
+    shares = result["shares_of_fastest"]
+    assert all(v > 0 for v in shares.values()) and abs(sum(shares.values()) - 1) < 1e-9

@@ -1,5 +1,6 @@
 """The FLOP model behind `mtp-edu bench train`, checked against torch's own FLOP counter."""
 import json
+import os
 import sys
 
 import pytest
@@ -44,4 +45,6 @@ def test_main_reports_ratios_memory_and_the_machine(tmp_path, capsys):
     assert list(rows) == ["0", "1", "2", "3"] and rows["0"]["flop_ratio"] == rows["0"]["measured_ratio"] == 1
     assert rows["1"]["flop_ratio"] < rows["2"]["flop_ratio"] < rows["3"]["flop_ratio"]
     assert all(r["tokens_per_s"] > 0 for r in rows.values())
-    assert set(report["peak_memory"]) == {"256", "32768"} and "CPU" in report["hardware"]
+    assert set(report["peak_memory"]) == {"256", "32768"} and f"{os.cpu_count()} CPU cores" in report["hardware"]
+    assert report["rounds"] == 1 and report["command"].endswith(f"--out {out}")
+    assert report["load_average_1min"] >= 0
