@@ -67,18 +67,21 @@ def _classed(widget: W.Widget, *classes: str) -> W.Widget:
     return widget
 
 
-def _live(state, controls: dict[str, W.Widget]) -> Explorer:
-    """An Explorer whose view re-renders `state.html()` after every control change; each control's
-    name is the `state.set` keyword it drives."""
-    view = _classed(W.HTML(), "mtp-view")
-    update = _guard(view, state.html)
-
+def _wire(state, controls: dict[str, W.Widget], update) -> None:
+    """After every control change, pass all control values to `state.set` (each control's name is the
+    keyword it drives) and call `update`; call it once now for the first render."""
     def on_change(change):
         state.set(**{name: c.value for name, c in controls.items()})
         update()
     for c in controls.values():
         c.observe(on_change, names="value")
     update()
+
+
+def _live(state, controls: dict[str, W.Widget]) -> Explorer:
+    """An Explorer whose view re-renders `state.html()` after every control change."""
+    view = _classed(W.HTML(), "mtp-view")
+    _wire(state, controls, _guard(view, state.html))
     return Explorer(state, controls, view)
 
 
@@ -244,12 +247,7 @@ def loss_weight_explorer(lam: float = 0.3, schedule: str = "constant", depth: in
         curve.value = png or b""
         curve.layout.display = None if png else "none"
 
-    def on_change(change):
-        state.set(**{name: c.value for name, c in controls.items()})
-        update()
-    for c in controls.values():
-        c.observe(on_change, names="value")
-    update()
+    _wire(state, controls, update)
     ex = Explorer(state, controls, formula, extra=[curve])
     ex.curve = curve
     return ex
