@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 import timeit
 
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from mtp_edu import compile_for_decoding, load_pretrained, speculative_generate
 from mtp_edu.bench import make_prompts
 from mtp_edu.drafting import MTPDrafter
-from mtp_edu.train import hardware_description
+from mtp_edu.train import hardware_description, load_average
 
 
 def timed(fn, totals: dict, key: str):
@@ -99,7 +98,7 @@ def main() -> None:
     ap.add_argument("--out", help="write the results as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load = load_average()
     result = {"command": "OMP_NUM_THREADS=1 python benchmarks/decode_breakdown.py"
                          + (f" --out {args.out}" if args.out else ""),
               "hardware": hardware_description(torch.device("cpu")), "torch": torch.__version__,

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import statistics
 import sys
@@ -34,7 +33,7 @@ from .data import ByteTokenizer, stdlib_corpus
 from .decoding import compile_for_decoding, generate, speculative_generate
 from .model import MTPModel
 from .traces import Trace
-from .train import hardware_description
+from .train import hardware_description, load_average
 
 DEFAULT_MODELS = ("mtp-seq-d3", "mtp-par-d3", "mtp-lin-d3")
 FALLBACK_PROMPTS = (      # used when the standard library's source is not on this machine
@@ -158,7 +157,7 @@ def main(argv=None) -> int:
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     results, hardware = {}, hardware_description(torch.device("cpu"))
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None       # other jobs skew timings
+    load = load_average()
     try:
         for spec in args.models.split(","):
             try:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
@@ -25,7 +24,7 @@ import torch
 from .config import MTPConfig
 from .losses import mtp_loss, mtp_loss_backward
 from .model import MTPModel
-from .train import hardware_description
+from .train import hardware_description, load_average
 
 
 def forward_flops_per_sequence(cfg: MTPConfig, T: int, attention: bool = True) -> float:
@@ -128,7 +127,7 @@ def main(argv=None) -> dict:
     rounds = args.rounds or (3 if args.quick else 21)
     base = MTPConfig(vocab_size=256, d_model=args.d_model, n_layers=args.n_layers, n_heads=4,
                      max_seq_len=args.seq + 1, mtp_loss_scale=0.3)
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    load = load_average()
     result = {"command": "python -m mtp_edu.bench_train " + " ".join(sys.argv[1:] if argv is None else argv),
               "rounds": rounds, "device": args.device, "hardware": hardware_description(torch.device(args.device)),
               "torch": torch.__version__, "threads": torch.get_num_threads(),

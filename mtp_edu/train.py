@@ -151,6 +151,12 @@ def hardware_description(device: torch.device) -> str:
     return f"{kind}{cpu}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (None where the OS has none): benchmarks store it, because other
+    jobs on the machine skew timings."""
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+
+
 def make_optimizer(model: torch.nn.Module, tc: TrainConfig) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices (and the embedding), none on norm gains."""
     decay = [p for p in model.parameters() if p.dim() >= 2]
