@@ -19,6 +19,7 @@ Batches: `get_batch` cuts random chunks t_1..t_{T+1} and returns (input_ids, tar
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import sysconfig
 from dataclasses import dataclass, field
@@ -26,24 +27,15 @@ from pathlib import Path
 
 import torch
 
-# Pure-Python modules present as single .py files in every CPython from 3.10 on (none deprecated for
-# removal, none turned into a package up to 3.14). Order is the concatenation order.
-STDLIB_TRAIN_FILES = (
-    "abc.py", "argparse.py", "ast.py", "base64.py", "bisect.py", "calendar.py", "cmd.py", "codecs.py",
-    "colorsys.py", "configparser.py", "contextlib.py", "copy.py", "csv.py", "dataclasses.py",
-    "difflib.py", "enum.py", "fnmatch.py", "fractions.py", "functools.py", "getopt.py",
-    "gettext.py", "glob.py", "gzip.py", "heapq.py", "hmac.py", "inspect.py", "ipaddress.py",
-    "linecache.py", "locale.py", "mimetypes.py", "numbers.py", "operator.py", "optparse.py",
-    "pickle.py", "pprint.py", "queue.py", "quopri.py", "random.py", "reprlib.py", "sched.py",
-    "selectors.py", "shlex.py", "shutil.py", "smtplib.py", "socket.py", "statistics.py",
-    "subprocess.py", "tempfile.py", "threading.py", "tokenize.py", "trace.py",
-    "traceback.py", "types.py", "typing.py", "weakref.py",
-    "collections/__init__.py", "json/__init__.py", "json/decoder.py", "json/encoder.py",
-    "logging/__init__.py", "email/message.py", "http/client.py",
-)
-# Held out: never trained on, used for validation loss / accuracy and the model cards.
-STDLIB_VAL_FILES = ("ftplib.py", "secrets.py", "textwrap.py", "timeit.py", "uuid.py",
-                    "html/parser.py", "urllib/parse.py")
+# The default corpus is every .py file of the standard library except test suites and generated
+# data, chosen by a rule (not a list) so that it is the same on every CPython 3.x install:
+#   - skipped folders: test, tests, idle_test (test suites), site-packages (not the stdlib),
+#     pydoc_data (generated help text), encodings (generated codec tables), config-* (build files);
+#   - skipped files: test_*.py;
+#   - order: sorted relative POSIX paths;
+#   - held out for validation: the files whose path hashes to 0 mod 20 (sha256), about 5%.
+STDLIB_SKIP_DIRS = ("test", "tests", "idle_test", "site-packages", "pydoc_data", "encodings", "__pycache__")
+STDLIB_VAL_MODULUS = 20
 
 FILE_HEADER = "# ==== {name} ====\n"   # separates files in the concatenation
 
@@ -80,34 +72,55 @@ def _read_text(path: Path) -> str:
         return f.read()
 
 
-def _concat(root: Path, names: tuple[str, ...]) -> tuple[str, list[str]]:
-    parts, missing = [], []
-    for name in names:
-        path = root / name
-        if not path.is_file():
-            missing.append(name)
+def stdlib_files(root: Path) -> tuple[list[str], list[str]]:
+    """(train, val): the stdlib's .py files under the rule above, as sorted relative POSIX paths."""
+    train, val = [], []
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        *dirs, name = rel.split("/")
+        if any(d in STDLIB_SKIP_DIRS or d.startswith("config-") for d in dirs) or name.startswith("test_"):
             continue
-        parts.append(FILE_HEADER.format(name=name) + _read_text(path))
-    return "".join(parts), missing
+        held_out = int(hashlib.sha256(rel.encode()).hexdigest(), 16) % STDLIB_VAL_MODULUS == 0
+        (val if held_out else train).append(rel)
+    return train, val
+
+
+def _concat(root: Path, names: list[str]) -> str:
+    return "".join(FILE_HEADER.format(name=name) + _read_text(root / name) for name in names)
 
 
 def stdlib_corpus(root: str | Path | None = None) -> Corpus:
-    """The default corpus: STDLIB_TRAIN_FILES and STDLIB_VAL_FILES concatenated in order.
+    """The default corpus: the standard library's Python source without test suites (rule above).
 
     root: the standard library directory (default: this interpreter's, sysconfig 'stdlib').
-    Missing files are skipped and listed in `info["missing"]` (the hash then differs too).
+    Another Python version has other files, so the corpus hash differs; checkpoints record it and
+    the Python version, and resuming on a different corpus is refused with both named.
+    Cached per root: the ~10 MB are read once per process.
     """
-    root = Path(root if root is not None else sysconfig.get_paths()["stdlib"])
-    train, missing_train = _concat(root, STDLIB_TRAIN_FILES)
-    val, missing_val = _concat(root, STDLIB_VAL_FILES)
-    if not train or not val:
+    root = Path(root if root is not None else sysconfig.get_paths()["stdlib"]).resolve()
+    return _stdlib_corpus_cached(root, _tree_stamp(root))
+
+
+def _tree_stamp(root: Path) -> float:
+    """The stdlib folder's modification time: a cheap key that changes when files are added or removed."""
+    if not root.is_dir():
+        raise ValueError(f"standard library folder {str(root)!r} is not a directory")
+    return root.stat().st_mtime
+
+
+@functools.lru_cache(maxsize=2)
+def _stdlib_corpus_cached(root: Path, stamp: float) -> Corpus:
+    train_files, val_files = stdlib_files(root)
+    if not train_files or not val_files:
         raise ValueError(f"no Python standard library source found under {root} (an embedded Python that "
                          "ships only .pyc files?); use --data FILE or a synthetic corpus instead")
+    try:
+        train, val = _concat(root, train_files), _concat(root, val_files)
+    except UnicodeDecodeError as e:
+        raise ValueError(f"a standard library file under {root} is not UTF-8 ({e})") from None
     import platform
-    return Corpus("stdlib", train, val, {"python": platform.python_version(),
-                                         "train_files": len(STDLIB_TRAIN_FILES) - len(missing_train),
-                                         "val_files": len(STDLIB_VAL_FILES) - len(missing_val),
-                                         "missing": missing_train + missing_val})
+    return Corpus("stdlib", train, val, {"python": platform.python_version(), "train_files": len(train_files),
+                                         "val_files": val_files})
 
 
 def text_file_corpus(path: str | Path, val_fraction: float = 0.1) -> Corpus:
