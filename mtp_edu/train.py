@@ -90,8 +90,8 @@ class TrainConfig(DictConfig):
 # why 2048: docs/design.md). The trunk (8 blocks) is much deeper than one MTP module (1 block): a
 # CPU decode step costs about the same per layer whatever the number of tokens, so drafting must be
 # cheap next to verifying. d = 160 keeps the four shipped models under 30 MB in float16.
-_STAR = dict(vocab_size=2048, d_model=160, n_layers=8, n_heads=4, max_seq_len=256, mtp_loss_scale=0.3)
-_STAR_TRAIN = dict(tokenizer="bpe:2048", steps=4000, batch_size=16, seq_len=256, lr=2e-3, warmup_steps=200,
+_STAR = dict(vocab_size=2048, d_model=160, n_layers=8, n_heads=4, max_seq_len=512, mtp_loss_scale=0.3)
+_STAR_TRAIN = dict(tokenizer="bpe:2048", steps=4000, batch_size=8, seq_len=512, lr=2e-3, warmup_steps=200,
                    eval_every=500, log_every=10, save_every=250)
 PRESETS: dict[str, tuple[dict, dict]] = {
     "tiny": (dict(vocab_size=256, d_model=64, n_layers=2, n_heads=2, max_seq_len=128, mtp_depth=2),
