@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from mtp_edu import compile_for_decoding, load_pretrained, speculative_generate
-from mtp_edu.bench import make_prompts
 from mtp_edu.drafting import MTPDrafter
-from mtp_edu.train import hardware_description, load_average
+from mtp_edu.machine import hardware_description, load_average
+from mtp_edu.tools.bench import make_prompts
 
 
 def timed(fn, totals: dict, key: str):
@@ -114,8 +114,9 @@ def main() -> None:
     m = result["micro"]
     print(f"RMSNorm at T=1: nn.RMSNorm {m['rmsnorm_T1_us']['nn.RMSNorm']:.1f} us, four-op "
           f"{m['rmsnorm_T1_us']['four_op']:.1f} us, bit-identical {m['rmsnorm_T1_us']['bit_identical']}")
-    print(f"attention, 4 new positions at length 100: fresh bool mask {m['attention_T4_us']['fresh_bool_mask']:.1f} us, "
-          f"cached additive mask {m['attention_T4_us']['cached_additive_mask']:.1f} us")
+    attention = m["attention_T4_us"]
+    print(f"attention, 4 new positions at length 100: fresh bool mask {attention['fresh_bool_mask']:.1f} us, "
+          f"cached additive mask {attention['cached_additive_mask']:.1f} us")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

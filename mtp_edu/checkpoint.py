@@ -4,7 +4,7 @@ A checkpoint is a directory:
 
     model.safetensors        the weights (a tied OutHead is stored once, as embed.weight)
     train_state.safetensors  optional: optimizer tensors and RNG states, for an exact resume
-    card.json                optional: the model card (see mtp_edu.train.make_card)
+    card.json                optional: the model card (see mtp_edu.card.make_card)
     checkpoint.json          config, tokenizer, corpus hash, command, step, metrics, history,
                              optimizer hyper-parameters, and the size + sha256 of every file above
 
@@ -204,7 +204,7 @@ def resolve(path: str | Path) -> Path:
     if (path / META).is_file():
         return path
     if not path.exists() and (_prev(path) / META).is_file():
-        warnings.warn(f"{path} is missing; using {_prev(path)} left by an interrupted save")
+        warnings.warn(f"{path} is missing; using {_prev(path)} left by an interrupted save", stacklevel=2)
         return _prev(path)
     if not path.exists():
         raise CheckpointError(f"no checkpoint at {path}: the directory does not exist")

@@ -1,13 +1,18 @@
-"""The `mtp-edu` command: train | generate | info (more subcommands plug in through SUBCOMMANDS).
+"""The `mtp-edu` command and its seven subcommands.
 
     mtp-edu train --preset tiny                       # 60-90 s on a laptop CPU, leaves runs/tiny
     mtp-edu train --preset mtp-seq-d3 --export DIR    # how the shipped models were made
     mtp-edu generate --model mtp-seq-d3 --prompt "def main("
-    mtp-edu info mtp-seq-d3 [--verify]
+    mtp-edu info mtp-seq-d3 [--verify]                # a model's card
+    mtp-edu bench [train]                             # decoding speed; training cost (mtp_edu.tools)
+    mtp-edu diagrams [--out DIR]                      # regenerate the diagrams/ folder
+    mtp-edu notebooks [--write] [--repo DIR]          # run the walkthrough notebooks (repository only)
+    mtp-edu assignments [--repo DIR]                  # regenerate the student versions (repository only)
 
-To add a subcommand: write `add_NAME(sub)` that creates its parser with `sub.add_parser(...)` and
-sets `func=` to a function taking the parsed args and returning an exit code, then list it in
-SUBCOMMANDS.
+`bench`, `notebooks` and `assignments` hand their arguments to a tool's own `main(argv)` in
+mtp_edu.tools (see FORWARDED). To add another subcommand: write `add_NAME(sub)` that creates its
+parser with `sub.add_parser(...)` and sets `func=` to a function taking the parsed args and returning
+an exit code, then list it in SUBCOMMANDS.
 
 Errors the user can fix (a bad argument, a missing file, a broken checkpoint) print one line
 `mtp-edu: error: ...` and exit with status 2, without a traceback.
@@ -59,7 +64,7 @@ def load_model(name_or_dir: str):
 
 # ---- train ------------------------------------------------------------------------------------
 def add_train(sub) -> None:
-    from .train import PRESETS
+    from .presets import PRESETS
     p = sub.add_parser("train", help="train a model (presets: the shipped models, or `tiny`)",
                        description="Train an MTP model on the Python standard library (default), a "
                                    "synthetic language or a text file. Works under torchrun too.")
@@ -91,7 +96,9 @@ def add_train(sub) -> None:
 
 
 def run_train(args, argv: list[str]) -> int:
-    from .train import TrainConfig, preset, train
+    from .config import TrainConfig
+    from .presets import preset
+    from .train import train
     model_config, tc = preset(args.preset)
     train_changes = {k: v for k, v in dict(
         data=args.data, tokenizer=args.tokenizer, steps=args.steps, batch_size=args.batch_size,
@@ -195,7 +202,8 @@ def format_card_summary(card: dict) -> str:
 def verify_card(state, card: dict) -> tuple[dict, float]:
     """Recompute the eval-slice numbers; return them and the largest absolute difference."""
     import torch
-    from .train import evaluate
+
+    from .card import evaluate
     chunks = torch.tensor(card["eval_slice"]["chunks"], dtype=torch.long)
     got = evaluate(state.model, chunks)
     D = state.model.config.mtp_depth
@@ -226,17 +234,18 @@ def run_info(args, argv: list[str]) -> int:
     return 0
 
 
-# ---- subcommands that hand all their arguments to a module's own main() ------------------------
-FORWARDED = {"bench": "bench", "bench train": "bench_train", "notebooks": "suite"}
+# ---- subcommands that hand all their arguments to a tool's own main() --------------------------
+FORWARDED = {"bench": "bench", "bench train": "bench_train", "notebooks": "notebooks",
+             "assignments": "assignments"}
 
 
 def _forward(argv: list[str]) -> int | None:
-    """Run `mtp_edu.<module>.main(rest)` for a forwarded subcommand; None if argv is not one."""
+    """Run `mtp_edu.tools.<module>.main(rest)` for a forwarded subcommand; None if argv is not one."""
     import importlib
     for words in sorted(FORWARDED, key=len, reverse=True):           # "bench train" before "bench"
         n = len(words.split())
         if argv[:n] == words.split():
-            return importlib.import_module(f"mtp_edu.{FORWARDED[words]}").main(argv[n:]) or 0
+            return importlib.import_module(f"mtp_edu.tools.{FORWARDED[words]}").main(argv[n:]) or 0
     return None
 
 
@@ -246,7 +255,8 @@ def add_bench(sub) -> None:
 
 
 def add_notebooks(sub) -> None:
-    sub.add_parser("notebooks", help="run the walkthrough notebooks headlessly (--write rewrites their outputs)")
+    sub.add_parser("notebooks", help="run the walkthrough notebooks headlessly (--write rewrites their outputs; "
+                   "needs a repository checkout)")
 
 
 def add_diagrams(sub) -> None:
@@ -265,12 +275,8 @@ def add_diagrams(sub) -> None:
 
 
 def add_assignments(sub) -> None:
-    p = sub.add_parser("assignments", help="regenerate the student versions of the assignments")
-
-    def run(args, argv):
-        from .assignments import main as regenerate
-        return regenerate()
-    p.set_defaults(func=run)
+    sub.add_parser("assignments", help="regenerate the student versions of the assignments (needs a repository "
+                   "checkout)")
 
 
 # ---- entry point ------------------------------------------------------------------------------
@@ -287,15 +293,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    forwarded = _forward(argv)
-    if forwarded is not None:
-        return forwarded
-    parser = build_parser()
-    args = parser.parse_args(argv)          # argparse prints usage + error and exits 2 on bad arguments
     from .checkpoint import CheckpointError
     try:
+        forwarded = _forward(argv)
+        if forwarded is not None:
+            return forwarded
+        args = build_parser().parse_args(argv)   # argparse prints usage + error and exits 2 on bad arguments
         return args.func(args, argv)
-    except (UserError, CheckpointError, ValueError, FileNotFoundError) as e:
+    except (UserError, CheckpointError, ValueError, TypeError, FileNotFoundError) as e:
         print(f"mtp-edu: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import platform
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -92,35 +93,30 @@ def _concat(root: Path, names: list[str]) -> str:
 def stdlib_corpus(root: str | Path | None = None) -> Corpus:
     """The default corpus: the standard library's Python source without test suites (rule above).
 
-    root: the standard library directory (default: this interpreter's, sysconfig 'stdlib').
-    Another Python version has other files, so the corpus hash differs; checkpoints record it and
-    the Python version, and resuming on a different corpus is refused with both named.
-    Cached per root: the ~10 MB are read once per process.
+    root: the standard library directory (default: this interpreter's, sysconfig 'stdlib', read once
+    per process and cached). Another Python version has other files, so the corpus hash differs;
+    checkpoints record it and the Python version, and resuming on another corpus is refused.
     """
-    root = Path(root if root is not None else sysconfig.get_paths()["stdlib"]).resolve()
-    return _stdlib_corpus_cached(root, _tree_stamp(root))
-
-
-def _tree_stamp(root: Path) -> float:
-    """The stdlib folder's modification time: a cheap key that changes when files are added or removed."""
+    if root is None:
+        return _this_pythons_stdlib()
+    root = Path(root)
     if not root.is_dir():
-        raise ValueError(f"standard library folder {str(root)!r} is not a directory")
-    return root.stat().st_mtime
-
-
-@functools.lru_cache(maxsize=2)
-def _stdlib_corpus_cached(root: Path, stamp: float) -> Corpus:
+        raise ValueError(f"no Python standard library source found under {str(root)!r}: not a directory")
     train_files, val_files = stdlib_files(root)
     if not train_files or not val_files:
-        raise ValueError(f"no Python standard library source found under {root} (an embedded Python that "
+        raise ValueError(f"no Python standard library source found under {str(root)!r} (an embedded Python that "
                          "ships only .pyc files?); use --data FILE or a synthetic corpus instead")
     try:
         train, val = _concat(root, train_files), _concat(root, val_files)
     except UnicodeDecodeError as e:
-        raise ValueError(f"a standard library file under {root} is not UTF-8 ({e})") from None
-    import platform
+        raise ValueError(f"a standard library file under {str(root)!r} is not UTF-8 ({e})") from None
     return Corpus("stdlib", train, val, {"python": platform.python_version(), "train_files": len(train_files),
                                          "val_files": val_files})
+
+
+@functools.lru_cache(maxsize=1)
+def _this_pythons_stdlib() -> Corpus:
+    return stdlib_corpus(sysconfig.get_paths()["stdlib"])
 
 
 def text_file_corpus(path: str | Path, val_fraction: float = 0.1) -> Corpus:
@@ -225,20 +221,49 @@ def load_corpus(spec: str) -> Corpus:
 
 
 # ---- tokenizers -------------------------------------------------------------------------------
+def _utf8(text, who: str) -> bytes:
+    """text as UTF-8, or a clear error: not a str, or a lone surrogate that UTF-8 cannot hold."""
+    if not isinstance(text, str):
+        raise TypeError(f"{who}.encode takes a str; got {type(text).__name__}")
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise ValueError(f"{who}.encode: the text holds {text[e.start]!r} at index {e.start}, a lone surrogate "
+                         "that UTF-8 cannot encode") from None
+
+
+def _check_ids(ids, vocab_size: int, who: str) -> list[int]:
+    """ids as a list of ints in [0, vocab_size), or a clear error naming the first bad one."""
+    if isinstance(ids, torch.Tensor):
+        ids = ids.tolist()
+    out = []
+    for i in ids:
+        if isinstance(i, bool) or not isinstance(i, int):
+            raise TypeError(f"{who}.decode takes integer token ids; got {i!r} ({type(i).__name__})")
+        if not 0 <= i < vocab_size:
+            raise ValueError(f"{who}.decode: token id {i} is outside the vocabulary [0, {vocab_size})")
+        out.append(i)
+    return out
+
+
 class ByteTokenizer:
     """UTF-8 bytes as tokens: vocabulary 256, every string encodes, decode(encode(s)) == s."""
     vocab_size = 256
 
     def encode(self, text: str) -> list[int]:
-        return list(text.encode("utf-8"))
+        return list(_utf8(text, "ByteTokenizer"))
 
     def decode(self, ids) -> str:
         # a model may generate bytes that are not valid UTF-8; show them as U+FFFD, never fail
-        return bytes(int(i) for i in ids).decode("utf-8", errors="replace")
+        return bytes(_check_ids(ids, 256, "ByteTokenizer")).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for."""
+        return bytes(_check_ids([token_id], 256, "ByteTokenizer"))
 
     def encode_tensor(self, text: str) -> torch.Tensor:
         """Fast path for a whole corpus: (N,) int64 tensor of the text's bytes."""
-        data = text.encode("utf-8")
+        data = _utf8(text, "ByteTokenizer")
         return torch.frombuffer(bytearray(data), dtype=torch.uint8).long() if data else torch.zeros(0, dtype=torch.long)
 
     def to_dict(self) -> dict:
@@ -248,27 +273,49 @@ class ByteTokenizer:
         return "ByteTokenizer(vocab_size=256)"
 
 
+def _byte_level_alphabet() -> dict[str, int]:
+    """GPT-2's byte-level alphabet, inverted: the printable character that stands for each byte.
+
+    Bytes that print (and are not a space) stand for themselves; the other 68 are shifted to 256+n,
+    so a space is 'Ġ' (U+0120) and a newline 'Ċ' (U+010A) inside a vocabulary entry.
+    """
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    shifted = [b for b in range(256) if b not in printable]
+    table = {chr(b): b for b in printable}
+    table.update({chr(256 + n): b for n, b in enumerate(shifted)})
+    return table
+
+
 class BPETokenizer:
     """Byte-level BPE (GPT-2 style) trained locally with Hugging Face `tokenizers`.
 
-    Byte-level pre-tokenisation maps every byte to a symbol first, so any string encodes and
-    decodes back exactly; merges then join frequent pairs up to `vocab_size`.
+    Byte-level pre-tokenisation maps every byte to a symbol first (a byte fallback built in: any
+    string encodes and decodes back exactly); merges then join frequent pairs up to `vocab_size`.
     """
+    MAX_VOCAB = 65536
 
     def __init__(self, tokenizer):
         self._tok = tokenizer
+        alphabet = _byte_level_alphabet()
+        self._bytes = [bytes(alphabet[c] for c in tokenizer.id_to_token(i)) for i in range(tokenizer.get_vocab_size())]
 
     @classmethod
-    def train(cls, text: str, vocab_size: int = 1024) -> "BPETokenizer":
+    def train(cls, text: str, vocab_size: int = 2048) -> "BPETokenizer":
+        """Train on `text` (one line per training item); `vocab_size` includes the 256 byte tokens."""
         from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-        if vocab_size < 257:
-            raise ValueError(f"BPE vocab_size must be >= 257 (256 bytes + merges); got {vocab_size}")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or not 257 <= vocab_size <= cls.MAX_VOCAB:
+            raise ValueError(f"BPE vocab_size must be an integer in [257, {cls.MAX_VOCAB}] (256 bytes + merges); "
+                             f"got {vocab_size!r}")
+        _utf8(text, "BPETokenizer.train")
         tok = Tokenizer(models.BPE())
         tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(vocab_size=vocab_size, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                       show_progress=False, special_tokens=[])
         tok.train_from_iterator(text.splitlines(keepends=True) or [text], trainer=trainer)
+        if tok.get_vocab_size() < vocab_size:
+            raise ValueError(f"BPE vocab_size={vocab_size} asked for, but the training text has only enough pairs "
+                             f"for {tok.get_vocab_size()} tokens; ask for fewer or train on more text")
         return cls(tok)
 
     @property
@@ -276,12 +323,19 @@ class BPETokenizer:
         return self._tok.get_vocab_size()
 
     def encode(self, text: str) -> list[int]:
+        _utf8(text, "BPETokenizer")
         return self._tok.encode(text).ids
 
     def decode(self, ids) -> str:
-        return self._tok.decode([int(i) for i in ids])
+        ids = _check_ids(ids, self.vocab_size, "BPETokenizer")
+        return b"".join(self._bytes[i] for i in ids).decode("utf-8", errors="replace")
+
+    def token_bytes(self, token_id: int) -> bytes:
+        """The bytes one token stands for (may be part of a UTF-8 character)."""
+        return self._bytes[_check_ids([token_id], self.vocab_size, "BPETokenizer")[0]]
 
     def encode_tensor(self, text: str) -> torch.Tensor:
+        _utf8(text, "BPETokenizer")
         lines = text.splitlines(keepends=True)
         ids = [i for enc in self._tok.encode_batch(lines) for i in enc.ids]
         return torch.tensor(ids, dtype=torch.long)
@@ -294,6 +348,11 @@ class BPETokenizer:
 
 
 Tokenizer = ByteTokenizer | BPETokenizer
+
+
+def token_byte_lengths(tokenizer: Tokenizer) -> torch.Tensor:
+    """(V,) the number of bytes each token stands for: sum over targets = bytes scored (bits per byte)."""
+    return torch.tensor([len(tokenizer.token_bytes(i)) for i in range(tokenizer.vocab_size)], dtype=torch.long)
 
 
 def tokenizer_from_dict(data: dict) -> Tokenizer:
@@ -310,17 +369,17 @@ def tokenizer_from_dict(data: dict) -> Tokenizer:
     raise ValueError(f"unknown tokenizer {kind!r}; expected 'byte' or 'bpe'")
 
 
+TOKENIZER_SPECS = "'byte' or 'bpe:VOCAB_SIZE' (e.g. bpe:2048)"
+
+
 def make_tokenizer(spec: str, corpus: Corpus) -> Tokenizer:
     """'byte' | 'bpe:VOCAB' (BPE trained on the corpus's training split)."""
     if spec == "byte":
         return ByteTokenizer()
-    if spec.startswith("bpe"):
-        try:
-            vocab = int(spec.split(":")[1]) if ":" in spec else 1024
-        except ValueError:
-            raise ValueError(f"bad tokenizer {spec!r}: use bpe:VOCAB_SIZE, e.g. bpe:1024") from None
-        return BPETokenizer.train(corpus.train, vocab)
-    raise ValueError(f"unknown tokenizer {spec!r}; use 'byte' or 'bpe:VOCAB_SIZE'")
+    kind, _, vocab = spec.partition(":") if isinstance(spec, str) else ("", "", "")
+    if kind == "bpe" and vocab.isdigit() and vocab.isascii():
+        return BPETokenizer.train(corpus.train, int(vocab))
+    raise ValueError(f"tokenizer {spec!r} is not known; use {TOKENIZER_SPECS}")
 
 
 # ---- batches ----------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """Decoding: KV-cached generation and self-speculative decoding with the MTP modules as drafters.
 
 `generate` is plain autoregressive decoding of the main model (greedy, temperature, top-k, top-p).
-`speculative_generate` lets the MTP modules draft and the main model verify (DESIGN.md sec. 3):
+`speculative_generate` lets the MTP modules draft and the main model verify (docs/design.md, "Decoding"):
 
     state:   accepted x_1..x_n (in the main KV cache), h^0_n, and the pending next token x_{n+1}
     draft:   module k at position n reads (h^{k-1}_n, x_{n+k}) and drafts d_k for x_{n+k+1}
@@ -17,10 +17,10 @@ Rules
   arXiv 2302.01318): keep d_k ~ q with probability min(1, p(d_k) / q(d_k)); at the first rejection
   sample from norm(max(0, p - q)); bonus from p. Lossless in distribution: every token is
   distributed exactly as `generate(temperature, top_k, top_p)` would draw it.
-- "threshold" (seed 001): keep d_k while p(d_k) > threshold. Lossy: `Trace.lossy` is True, and
-  `divergence` measures how far the output drifts from greedy. (At temperature 0, p is the plain
-  softmax; a threshold >= 0.5 then keeps only argmax drafts and cannot change the output, it only
-  rejects more; seed 001's example 0.1 can.)
+- "threshold" (the 'Complete Guide' tutorial, docs/references.md): keep d_k while p(d_k) > threshold.
+  Lossy: `Trace.lossy` is True, and `divergence` measures how far the output drifts from greedy.
+  (At temperature 0, p is the plain softmax; a threshold >= 0.5 then keeps only argmax drafts and
+  cannot change the output, it only rejects more; the tutorial's example 0.1 can.)
 
 Context limit (both functions alike): prompt + generated tokens never exceed `max_seq_len`. When
 `max_new_tokens` does not fit, a `ContextLimitWarning` says so and generation stops at the limit,
@@ -39,6 +39,7 @@ from dataclasses import dataclass
 
 import torch
 
+from .checks import check_int, check_number
 from .drafting import DRAFTERS, DecodeState, MTPDrafter
 from .model import MTPModel
 from .traces import Step, Trace
@@ -73,19 +74,9 @@ def _check_prompt(model: MTPModel, prompt_ids) -> list[int]:
 
 
 def _check_sampling(temperature, top_k, top_p, vocab_size: int) -> None:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(f"temperature={temperature!r} is not allowed: must be a number >= 0 (0 = greedy)")
-    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
-        raise ValueError(f"top_k={top_k!r} is not allowed: must be None or an integer >= 1 "
-                         f"(values above vocab_size={vocab_size} keep every token)")
-    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float))
-                              or not 0 < top_p <= 1):
-        raise ValueError(f"top_p={top_p!r} is not allowed: must be None or a number in (0, 1]")
-
-
-def _check_count(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name}={value!r} is not allowed: must be an integer >= 0")
+    check_number("temperature", temperature, minimum=0, note="0 = greedy")
+    check_int("top_k", top_k, minimum=1, optional=True, note=f"values above vocab_size={vocab_size} keep every token")
+    check_number("top_p", top_p, above=0, maximum=1, optional=True)
 
 
 def _budget(model: MTPModel, prompt_len: int, max_new_tokens: int) -> int:
@@ -186,7 +177,7 @@ def generate(model: MTPModel, prompt_ids, max_new_tokens: int, temperature: floa
     `ContextLimitWarning` (see the module docstring), exactly as `speculative_generate` does.
     """
     prompt = _check_prompt(model, prompt_ids)
-    _check_count("max_new_tokens", max_new_tokens)
+    check_int("max_new_tokens", max_new_tokens, minimum=0)
     _check_sampling(temperature, top_k, top_p, model.config.vocab_size)
     budget = _budget(model, len(prompt), max_new_tokens)
     device = next(model.parameters()).device
@@ -233,7 +224,7 @@ class _Rule:
         m = len(drafts)
         if self.name == "greedy":                    # keep d_k while it is the main argmax
             keep = logits[:m].argmax(-1) == drafts
-        elif self.name == "threshold":               # seed 001: keep d_k while p(d_k) > threshold
+        elif self.name == "threshold":               # 'Complete Guide' tutorial: keep while p > threshold
             keep = p[torch.arange(m), drafts] > self.threshold
         else:                                         # Leviathan et al. 2023, Alg. 1
             rows = torch.arange(m)
@@ -285,19 +276,16 @@ def speculative_generate(model: MTPModel, prompt_ids, max_new_tokens: int, rule:
     At temperature 0, the p and q in the trace are plain softmax probabilities (the models' confidence).
     """
     prompt = _check_prompt(model, prompt_ids)
-    _check_count("max_new_tokens", max_new_tokens)
+    check_int("max_new_tokens", max_new_tokens, minimum=0)
     if rule not in RULES:
         raise ValueError(f"rule={rule!r} is not allowed: must be one of {', '.join(RULES)}")
     _check_sampling(temperature, top_k, top_p, model.config.vocab_size)
     if rule == "greedy" and temperature != 0:
         raise ValueError(f"rule='greedy' decodes at temperature 0 (got temperature={temperature}); "
                          f"for temperature > 0 use rule='sample' (lossless) or rule='threshold' (lossy)")
-    if rule == "threshold" and (isinstance(threshold, bool) or not isinstance(threshold, (int, float))
-                                or not 0 <= threshold < 1):
-        raise ValueError(f"threshold={threshold!r} is not allowed: must be a number in [0, 1)")
-    if isinstance(min_draft_confidence, bool) or not isinstance(min_draft_confidence, (int, float)) \
-            or not 0 <= min_draft_confidence <= 1:
-        raise ValueError(f"min_draft_confidence={min_draft_confidence!r} is not allowed: must be a number in [0, 1]")
+    if rule == "threshold":
+        check_number("threshold", threshold, minimum=0, below=1)
+    check_number("min_draft_confidence", min_draft_confidence, minimum=0, maximum=1)
     drafter = _make_drafter(drafter, experimental_reuse_modules)
     depth = drafter.check_depth(model, draft_depth)
     budget = _budget(model, len(prompt), max_new_tokens)

@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from .checks import check_int
 from .model import KVCache, MTPModel
 
 Pick = Callable[[torch.Tensor], torch.Tensor]      # logits (V,) -> the drafted token (0-d tensor)
@@ -34,7 +35,7 @@ class DecodeState:
 
 
 class MTPDrafter:
-    """Drafts with the MTP modules, conditioned exactly as in training (DESIGN.md sec. 2.2-2.3).
+    """Drafts with the MTP modules, conditioned exactly as in training (docs/design.md).
 
     Sequential (DeepSeek-V3): module k at position i reads (h^{k-1}_i, Emb(x_{i+k})) and predicts
     x_{i+k+1} (eq. 21); with this file's 0-based buffers, (h^{k-1}[i], tokens[i+k]) -> tokens[i+k+1].
@@ -63,9 +64,7 @@ class MTPDrafter:
         if cfg.mtp_depth == 0:
             raise ValueError("this model has no MTP modules (mtp_depth=0): use generate(), or "
                              "drafter='prompt_lookup' for a training-free drafter")
-        depth = cfg.mtp_depth if depth is None else depth
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ValueError(f"draft_depth={depth!r} is not allowed: must be None (= D) or an integer >= 0")
+        depth = check_int("draft_depth", cfg.mtp_depth if depth is None else depth, minimum=0, note="None = D")
         if depth > cfg.mtp_depth:
             if not self.reuse:
                 raise ValueError(f"draft_depth={depth} exceeds the model's D={cfg.mtp_depth} MTP modules; "
@@ -130,10 +129,8 @@ class PromptLookupDrafter:
         self.max_ngram, self.min_ngram, self.default_depth = max_ngram, min_ngram, depth
 
     def check_depth(self, model: MTPModel, depth: int | None) -> int:
-        depth = self.default_depth if depth is None else depth
-        if isinstance(depth, bool) or not isinstance(depth, int) or depth < 0:
-            raise ValueError(f"draft_depth={depth!r} is not allowed: must be None or an integer >= 0")
-        return depth
+        return check_int("draft_depth", self.default_depth if depth is None else depth, minimum=0,
+                         note=f"None = {self.default_depth}")
 
     def start(self, model: MTPModel, state: DecodeState, depth: int) -> None:
         self.forwards = 0

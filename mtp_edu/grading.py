@@ -40,8 +40,8 @@ def _passed(name: str, n: int) -> bool:
 
 # ---- assignment 1: the token-shift table ---------------------------------------------------------
 SHIFT_CASES = [
-    ([f"t{j}" for j in range(1, 8)], 2),          # seed 002's table
-    ([f"x{j}" for j in range(1, 9)], 3),          # seed 001's targets matrix
+    ([f"t{j}" for j in range(1, 8)], 2),          # the DeepSeek-V3 MTP figure's table
+    ([f"x{j}" for j in range(1, 9)], 3),          # the 'Complete Guide' tutorial's targets matrix
     (list("MTP!"), 0),                            # D = 0: next-token prediction only
     (list(range(10, 16)), 4),                     # as many depths as the chunk allows
 ]
@@ -182,7 +182,8 @@ def check_greedy_accept(fn: Callable[[list, list], int]) -> bool:
         elif got == want + 1:
             hint = "off by one: count the drafts that were kept, not the tokens emitted (that is a + 1)"
         else:
-            hint = "keep drafts while drafts[j] == main_argmax[j], stop at the first difference, return how many you kept"
+            hint = ("keep drafts while drafts[j] == main_argmax[j], stop at the first difference, "
+                    "return how many you kept")
         raise CheckFailed(f"drafts={drafts}, main_argmax={argmax}: expected a = {want}, got {got}; {hint}.")
     return _passed("greedy_accept", len(GREEDY_CASES))
 
@@ -293,7 +294,8 @@ def _acceptance_hint(p, q, drafts, accepted) -> str | None:
                          for x in range(V) if n[x] > 0)
     hints = {
         "always": "you accept every draft. A draft the main model finds less likely than the drafter did "
-                  "(p[draft] < q[draft]) must sometimes be rejected: accept with probability min(1, p[draft] / q[draft])",
+                  "(p[draft] < q[draft]) must sometimes be rejected: accept with probability "
+                  "min(1, p[draft] / q[draft])",
         "never": "you never accept a draft; accept with probability min(1, p[draft] / q[draft]) "
                  "(draw r uniform in [0, 1) with the generator and accept when r < p[draft] / q[draft])",
         "p": "you accept with probability p[draft]; divide by the drafter's q[draft]: min(1, p[draft] / q[draft])",
@@ -356,6 +358,9 @@ def _residual_hint(p, q, drafts, accepted, tokens) -> str | None:
             f"{_fmt(residual)}")
 
 
+REJECTION_HINT = "accept with probability min(1, p[draft] / q[draft]); otherwise sample from norm(max(0, p - q))"
+
+
 def check_rejection_step(fn: Callable) -> bool:
     """fn(p, q, draft, generator) -> (accepted, token): one step of speculative sampling
     (Leviathan et al. 2023, Alg. 1; Chen et al. 2023).
@@ -402,5 +407,5 @@ def check_rejection_step(fn: Callable) -> bool:
         tv = 0.5 * float((empirical - p).abs().sum())
         raise CheckFailed(f"case '{name}', p={_fmt(p)}, q={_fmt(q)}: over {draws} drafts d ~ q your emitted "
                           f"tokens are distributed as {_fmt(empirical)}, not as p (total-variation distance "
-                          f"{tv:.3f}); {hint or 'accept with probability min(1, p[draft] / q[draft]); otherwise sample from norm(max(0, p - q))'}.")
+                          f"{tv:.3f}); {hint or REJECTION_HINT}.")
     return _passed("rejection_step", len(REJECTION_CASES))

@@ -16,6 +16,7 @@ from typing import Callable, Sequence, Union
 import torch
 import torch.nn.functional as F
 
+from .checks import check_number
 from .shifts import depth_inputs, depth_targets
 
 REDUCTIONS = ("valid", "paper")
@@ -46,7 +47,8 @@ class DeepSeekStep:
 
 @dataclass(frozen=True)
 class Decay:
-    """Seed 001's decay: lambda(step) = lambda0 * (1 - step / total_steps) ** alpha (0 after the end)."""
+    """The 'Complete Guide' tutorial's decay (no primary source):
+    lambda(step) = lambda0 * (1 - step / total_steps) ** alpha (0 after the end)."""
     lambda0: float
     total_steps: int
     alpha: float = 1.0
@@ -57,7 +59,8 @@ class Decay:
 
 @dataclass(frozen=True)
 class Curriculum:
-    """Seed 001's curriculum: depth k is switched on at step (k - 1) * steps_per_depth.
+    """The 'Complete Guide' tutorial's curriculum (no primary source): depth k is switched on at
+    step (k - 1) * steps_per_depth.
 
     Returns one lambda per depth (0 for a depth not yet on); eq. 25's 1/D stays as it is."""
     value: float
@@ -75,8 +78,7 @@ def depth_weights(depth: int, mtp_loss_scale: float | Schedule, step: int = 0) -
     if len(lams) != depth:
         raise ValueError(f"the lambda schedule gave {len(lams)} per-depth values; the model has D={depth}")
     for value in lams:
-        if not isinstance(value, (int, float)) or value < 0:
-            raise ValueError(f"lambda must be a number >= 0; got {value!r}")
+        check_number("lambda", value, minimum=0)
     return [1.0] + [float(value) / depth for value in lams]
 
 
@@ -131,8 +133,8 @@ def mtp_loss(output, targets: torch.Tensor, mtp_loss_scale: float | Schedule = 0
 
     targets: (B, T) = t_2..t_{T+1} for inputs t_1..t_T; depth k is scored on targets[:, k:].
     mtp_loss_scale: lambda, or a schedule `step -> lambda` (or -> one lambda per depth).
-    token_weights: optional (B, T) per-target weights (seed 001's token-level importance),
-    aligned with `targets`, so depth k uses token_weights[:, k:].
+    token_weights: optional (B, T) per-target weights (the 'Complete Guide' tutorial's
+    token-level importance), aligned with `targets`, so depth k uses token_weights[:, k:].
     """
     B, T = output.logits[0].shape[:2]
     _check(targets, T, B, reduction, token_weights)

@@ -10,7 +10,7 @@ References
 - Cai et al. 2024, Medusa, arXiv 2401.10774 (residual linear heads on the last hidden state).
 - Su et al. 2021, RoFormer (rotary position embedding); Shazeer 2020 (SwiGLU); Zhang & Sennrich 2019 (RMSNorm).
 
-Notation follows DESIGN.md sec. 2: the model reads t_1..t_T; depth k = 0 is the main model,
+Notation follows docs/design.md: the model reads t_1..t_T; depth k = 0 is the main model,
 depth k >= 1 is MTP module k, which predicts t_{i+k+1} at position i = 1..T-k.
 """
 from __future__ import annotations
@@ -200,7 +200,7 @@ class MTPOutput:
 
 
 class MTPModel(nn.Module):
-    """Main model (DESIGN.md 2.1) plus `mtp_depth` MTP modules of style `mtp_style` (2.2-2.3).
+    """Main model plus `mtp_depth` MTP modules of style `mtp_style` (docs/design.md, "The model").
 
     Emb and OutHead are shared by every depth. With mtp_depth = 0 this is a plain GPT, and its
     weights equal the trunk of any D > 0 model built with the same init_seed.

@@ -18,7 +18,8 @@ _BLOCK = {  # our block sub-name -> (DeepSeek-V3 decoder-layer name, Megatron-co
                         "self_attention.linear_qkv.weight"),
     "attn.proj.weight": ("self_attn.o_proj.weight", "self_attention.linear_proj.weight"),
     "mlp_norm.weight": ("post_attention_layernorm.weight", "mlp.linear_fc1.layer_norm_weight"),
-    "mlp.w1.weight": ("mlp.gate_proj.weight (dense layers; MoE experts elsewhere)", "mlp.linear_fc1.weight (gate half)"),
+    "mlp.w1.weight": ("mlp.gate_proj.weight (dense layers; MoE experts elsewhere)",
+                      "mlp.linear_fc1.weight (gate half)"),
     "mlp.w3.weight": ("mlp.up_proj.weight (dense layers; MoE experts elsewhere)", "mlp.linear_fc1.weight (up half)"),
     "mlp.w2.weight": ("mlp.down_proj.weight (dense layers; MoE experts elsewhere)", "mlp.linear_fc2.weight"),
 }

@@ -1,4 +1,4 @@
-"""Token-shift tables: the one place that does MTP's index arithmetic (DESIGN.md sec. 2.5).
+"""Token-shift tables: the one place that does MTP's index arithmetic (docs/design.md).
 
 A training chunk holds t_1 .. t_{T+1}; the model reads t_1 .. t_T and is given the next tokens
 t_2 .. t_{T+1} as `targets` (nanoGPT's `(idx, targets)`). At depth k (k = 0 is the main model) and
@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import torch
+
+from .checks import check_int
 
 PAD = "PAD"
 DEPTH_COLOURS = ("#cfe2ff", "#d1e7dd", "#fff3cd", "#f8d7da", "#e2d9f3", "#d2f4ea", "#fde2c8", "#e9ecef")
@@ -105,14 +107,13 @@ class ShiftTable:
 def shift_table(tokens: Sequence[Any], depth: int, positions: str = "all") -> ShiftTable:
     """The token-shift table of a chunk t_1..t_{T+1} for depths k = 0..depth.
 
-    positions="all" shows i = 1..T with PAD where depth k has no position (i > T-k; seed 001's
-    targets matrix); positions="common" keeps only i = 1..T-depth, where every depth is valid
-    (seed 002's table). The cells are built with `depth_inputs` / `depth_targets`, the same
-    functions the model and the loss use.
+    positions="all" shows i = 1..T with PAD where depth k has no position (i > T-k; the 'Complete
+    Guide' tutorial's targets matrix); positions="common" keeps only i = 1..T-depth, where every depth
+    is valid (the DeepSeek-V3 MTP figure's table). The cells are built with `depth_inputs` /
+    `depth_targets`, the same functions the model and the loss use.
     """
     tokens = list(tokens)
-    if not isinstance(depth, int) or isinstance(depth, bool) or depth < 0:
-        raise ValueError(f"depth={depth!r} is not allowed: must be an integer >= 0")
+    check_int("depth", depth, minimum=0)
     if positions not in ("all", "common"):
         raise ValueError(f"positions={positions!r} is not allowed: must be 'all' or 'common'")
     T = len(tokens) - 1

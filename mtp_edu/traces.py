@@ -5,7 +5,7 @@ widgets show:
 
     tau      = mean tokens emitted per verification forward (accepted drafts + 1 correction/bonus)
     a_k      = P(draft k accepted | drafts 1..k-1 accepted)          (conditional acceptance)
-    E[tokens per step] = 1 + a_1 + a_1 a_2 + ... + a_1 ... a_n        (seed 001's formula)
+    E[tokens per step] = 1 + a_1 + a_1 a_2 + ... + a_1 ... a_n        (as in the 'Complete Guide' tutorial)
 
 With the conditional a_k measured on the same steps, 1 + a_1 + a_1 a_2 + ... counts exactly the tokens
 of a step that drafted the full depth; it differs from tau only where steps drafted fewer (the end
@@ -86,7 +86,8 @@ class Trace:
         return rates
 
     def expected_tokens(self) -> float:
-        """1 + a_1 + a_1 a_2 + ... from the measured conditional acceptances (seed 001's formula)."""
+        """1 + a_1 + a_1 a_2 + ... from the measured conditional acceptances (the 'Complete Guide'
+        tutorial's formula)."""
         total, prod = 1.0, 1.0
         for a in self.acceptance_per_depth():
             if a is None:

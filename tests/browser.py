@@ -55,7 +55,8 @@ def jupyterlab(root: Path, home: Path):
                 break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"JupyterLab did not start; log:\n{(home / 'jupyterlab.log').read_text()[-3000:]}")
+                    log = (home / "jupyterlab.log").read_text()[-3000:]
+                    raise RuntimeError(f"JupyterLab did not start; log:\n{log}") from None
                 time.sleep(0.5)
         yield url
     finally:

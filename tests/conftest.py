@@ -3,8 +3,7 @@ import pytest
 import torch
 
 from mtp_edu import MTPConfig, MTPModel
-
-STYLES = ("sequential", "parallel", "linear")
+from mtp_edu.config import MTP_STYLES
 
 
 def tiny_config(**changes) -> MTPConfig:
@@ -24,6 +23,6 @@ def tiny_model(**changes) -> MTPModel:
     return model
 
 
-@pytest.fixture(params=STYLES)
+@pytest.fixture(params=MTP_STYLES)
 def style(request):
     return request.param

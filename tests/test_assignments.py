@@ -1,6 +1,8 @@
 """Assignments: student versions are up to date, the checks catch typical mistakes with a specific
 message, and an untouched student version fails its first check. (Solutions run under nbmake.)"""
 
+from pathlib import Path
+
 import nbformat
 import pytest
 import torch
@@ -8,11 +10,18 @@ import torch.nn.functional as F
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from mtp_edu.assignments import ASSIGNMENTS, student_path, student_version, strip_solutions
-from mtp_edu.grading import (CheckFailed, check_depth_loss, check_greedy_accept, check_mtp_module,
-                             check_rejection_step, check_shift_targets)
+from mtp_edu.grading import (
+    CheckFailed,
+    check_depth_loss,
+    check_greedy_accept,
+    check_mtp_module,
+    check_rejection_step,
+    check_shift_targets,
+)
+from mtp_edu.tools.assignments import solutions, strip_solutions, student_path, student_version
 
-SOLUTIONS = sorted(ASSIGNMENTS.glob("*_solution.ipynb"))
+ROOT = Path(__file__).resolve().parents[1]
+SOLUTIONS = solutions(ROOT)
 
 
 def test_there_are_assignments():
@@ -40,7 +49,8 @@ def test_untouched_student_version_fails_its_first_check(solution, tmp_path, mon
     monkeypatch.setenv("MPLBACKEND", "Agg")
     nb = nbformat.read(student_path(solution), as_version=4)
     with pytest.raises(CellExecutionError) as err:
-        NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
+        NotebookClient(nb, timeout=120, kernel_name="python3",
+                       resources={"metadata": {"path": str(tmp_path)}}).execute()
     assert "CheckFailed" in str(err.value) and "is not implemented yet" in str(err.value)
 
 

@@ -3,8 +3,9 @@ import json
 
 import pytest
 
-from mtp_edu import bench
 from mtp_edu.data import ByteTokenizer
+from mtp_edu.tools import bench
+
 from conftest import tiny_model
 
 
@@ -30,7 +31,7 @@ def test_main_prints_a_table_and_writes_json(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "random:linear" in printed and "mtp d=2" in printed
     report = json.loads(out.read_text())
-    assert report["command"].startswith("python -m mtp_edu.bench --models random:linear")
+    assert report["command"].startswith("python -m mtp_edu.tools.bench --models random:linear")
     assert report["machine"]["threads"] == 1 and report["machine"]["load_average_1min"] >= 0
     variants = report["results"]["random:linear"]["variants"]
     assert [v["name"] for v in variants] == ["mtp d=1", "mtp d=2", "prompt lookup d=2"]
@@ -81,6 +82,7 @@ def test_compile_flag_compiles_the_model_before_any_timing(tmp_path, monkeypatch
 def test_decode_breakdown_script_accounts_for_the_whole_run():
     import importlib.util
     from pathlib import Path
+
     from mtp_edu.drafting import MTPDrafter
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "decode_breakdown.py"
     spec = importlib.util.spec_from_file_location("decode_breakdown", path)

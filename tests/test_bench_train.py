@@ -8,12 +8,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from mtp_edu import MTPConfig, MTPModel
-from mtp_edu.bench_train import forward_flops_per_sequence, main, peak_step_memory
+from mtp_edu.config import MTP_STYLES
+from mtp_edu.tools.bench_train import forward_flops_per_sequence, main, peak_step_memory
 
-STYLES = ("sequential", "parallel", "linear")
 
-
-@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("style", MTP_STYLES)
 @pytest.mark.parametrize("D", [0, 1, 3])
 def test_weight_matmul_flops_match_torch_counter(style, D):
     cfg = MTPConfig(vocab_size=97, d_model=32, n_layers=2, n_heads=4, mtp_depth=D, mtp_style=style, max_seq_len=40)

@@ -10,7 +10,7 @@ from safetensors.torch import load_file, save_file
 from mtp_edu import MTPConfig, MTPModel
 from mtp_edu import checkpoint as ckpt
 from mtp_edu.checkpoint import CheckpointError, load_checkpoint, load_train_state, save_checkpoint
-from mtp_edu.data import ByteTokenizer, synthetic_corpus, make_tokenizer
+from mtp_edu.data import ByteTokenizer, make_tokenizer, synthetic_corpus
 
 CFG = dict(vocab_size=256, d_model=32, n_layers=2, n_heads=4, max_seq_len=32, mtp_depth=2)
 
@@ -23,7 +23,7 @@ def trained_model(**changes):
     x = torch.randint(0, 256, (2, 17))
     for _ in range(2):
         out = model(x[:, :-1])
-        sum(l.float().mean() for l in out.logits).backward()
+        sum(logits.float().mean() for logits in out.logits).backward()
         opt.step()
         opt.zero_grad()
     return model, opt

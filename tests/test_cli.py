@@ -115,3 +115,9 @@ def test_subcommands_can_be_added():
     names = set(parser._subparsers._group_actions[0].choices)
     assert {"train", "generate", "info"} <= names
     assert all(callable(add) for add in cli.SUBCOMMANDS)
+
+
+def test_the_module_docstring_lists_every_subcommand():
+    from mtp_edu import cli
+    names = set(build_parser()._subparsers._group_actions[0].choices)
+    assert len(names) == 7 and all(f"    mtp-edu {name}" in cli.__doc__ for name in names)

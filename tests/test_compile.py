@@ -10,13 +10,15 @@ import torch._dynamo
 from torch._dynamo.utils import counters
 
 from mtp_edu import compile_for_decoding, generate, speculative_generate
-from conftest import STYLES, tiny_model
+from mtp_edu.config import MTP_STYLES
+
+from conftest import tiny_model
 
 pytestmark = pytest.mark.skipif(not any(shutil.which(cc) for cc in ("g++", "c++", "clang++")),
                                 reason="torch.compile's inductor backend needs a C++ compiler on a CPU")
 
 
-@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("style", MTP_STYLES)
 def test_compiled_decoding_is_exact_and_compiles_once_for_every_length(style):
     torch._dynamo.reset()
     counters.clear()

@@ -2,18 +2,22 @@ import pytest
 
 from mtp_edu import MTPConfig
 
-BAD = [
-    ("vocab_size", 1), ("vocab_size", 0), ("vocab_size", 2.5), ("vocab_size", True),
-    ("d_model", 0), ("d_model", 30), ("n_layers", 0), ("n_heads", 0), ("d_model", 130),
-    ("max_seq_len", 0), ("mtp_depth", -1), ("mtp_depth", 1.0), ("mtp_style", "mixture"),
-    ("mtp_loss_scale", -0.1), ("mtp_loss_scale", "0.3"), ("tie_embeddings", 1), ("dropout", 1.0),
-    ("dropout", -0.1), ("d_ff", 0), ("rope_theta", 0), ("norm_eps", 0.0), ("init_seed", 1.5),
+BAD_VALUE = [
+    ("vocab_size", 1), ("vocab_size", 0), ("d_model", 0), ("d_model", 30), ("n_layers", 0), ("n_heads", 0),
+    ("d_model", 130), ("max_seq_len", 0), ("mtp_depth", -1), ("mtp_style", "mixture"), ("mtp_loss_scale", -0.1),
+    ("mtp_loss_scale", float("inf")), ("mtp_loss_scale", float("nan")), ("dropout", 1.0), ("dropout", -0.1),
+    ("d_ff", 0), ("rope_theta", 0), ("rope_theta", float("inf")), ("norm_eps", 0.0), ("norm_eps", float("inf")),
+]
+BAD_TYPE = [
+    ("vocab_size", 2.5), ("vocab_size", True), ("mtp_depth", 1.0), ("mtp_loss_scale", "0.3"), ("tie_embeddings", 1),
+    ("dropout", False), ("d_ff", True), ("rope_theta", True), ("init_seed", 1.5),
 ]
 
 
-@pytest.mark.parametrize("field,value", BAD)
-def test_bad_value_names_field_value_and_rule(field, value):
-    with pytest.raises(ValueError) as err:
+@pytest.mark.parametrize("error,field,value", [(ValueError, *case) for case in BAD_VALUE] +
+                                              [(TypeError, *case) for case in BAD_TYPE])
+def test_bad_value_names_field_value_and_rule(error, field, value):
+    with pytest.raises(error) as err:
         MTPConfig(**{field: value})
     text = str(err.value)
     assert f"MTPConfig.{field}" in text and repr(value) in text

@@ -1,17 +1,20 @@
 """The same invariants on a CUDA device: lossless greedy decoding (eager and compiled), cached ==
-full-forward drafts, memory-efficient gradients, a bf16-autocast training step. Skipped (with the reason) without a GPU."""
+full-forward drafts, memory-efficient gradients, a bf16-autocast training step. Skipped (with the reason)
+without a GPU."""
 import pytest
 import torch
 
 from mtp_edu import compile_for_decoding, generate, mtp_loss, mtp_loss_backward, speculative_generate
+from mtp_edu.config import MTP_STYLES
 from mtp_edu.train import TrainConfig, train
-from conftest import STYLES, tiny_config, tiny_model
+
+from conftest import tiny_config, tiny_model
 
 pytestmark = [pytest.mark.cuda,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device; none is visible")]
 
 
-@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("style", MTP_STYLES)
 def test_greedy_speculative_is_lossless_on_cuda_float64(style):
     model = tiny_model(mtp_style=style).cuda()
     g = torch.Generator().manual_seed(0)
@@ -32,7 +35,7 @@ def test_compiled_decoding_on_cuda_is_lossless_float64():
         assert speculative_generate(compiled, prompt, 20)[0] == want
 
 
-@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("style", MTP_STYLES)
 def test_memory_efficient_gradients_on_cuda(style):
     model = tiny_model(mtp_style=style).cuda()
     chunk = torch.randint(0, 37, (2, 16), generator=torch.Generator().manual_seed(1)).cuda()

@@ -1,12 +1,26 @@
 """Corpora, tokenizers and batches (mtp_edu.data)."""
+import sysconfig
+from pathlib import Path
+
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mtp_edu.data import (STDLIB_TRAIN_FILES, STDLIB_VAL_FILES, BPETokenizer, ByteTokenizer, eval_chunks,
-                          get_batch, load_corpus, make_tokenizer, stdlib_corpus, synthetic_corpus,
-                          synthetic_text, text_file_corpus, tokenizer_from_dict)
+from mtp_edu.data import (
+    BPETokenizer,
+    ByteTokenizer,
+    eval_chunks,
+    get_batch,
+    load_corpus,
+    make_tokenizer,
+    stdlib_corpus,
+    stdlib_files,
+    synthetic_corpus,
+    synthetic_text,
+    text_file_corpus,
+    tokenizer_from_dict,
+)
 
 
 @settings(max_examples=300, deadline=None)
@@ -43,37 +57,67 @@ def test_bpe_compresses_code_and_serialises(bpe):
 def test_tokenizer_specs_and_errors():
     corpus = synthetic_corpus("words", n_chars=5000)
     assert isinstance(make_tokenizer("byte", corpus), ByteTokenizer)
-    assert make_tokenizer("bpe:300", corpus).vocab_size <= 300
-    for bad in ("wordpiece", "bpe:many"):
-        with pytest.raises(ValueError, match="tokenizer"):
+    assert make_tokenizer("bpe:280", corpus).vocab_size == 280
+    for bad in ("wordpiece", "bpe:many", "bpefoo", "bpe", "bpe:300:junk", "bpe:-5", "bpe:٣٠٠"):
+        with pytest.raises(ValueError, match="is not known"):
             make_tokenizer(bad, corpus)
+    with pytest.raises(ValueError, match="only enough pairs"):          # never fewer tokens than asked
+        make_tokenizer("bpe:60000", corpus)
+    with pytest.raises(ValueError, match=r"\[257, 65536\]"):
+        make_tokenizer("bpe:100", corpus)
     with pytest.raises(ValueError, match="unknown tokenizer"):
         tokenizer_from_dict({"type": "sentencepiece"})
 
 
-def test_stdlib_corpus_is_deterministic_with_disjoint_validation_files():
+@pytest.mark.parametrize("make", [ByteTokenizer, lambda: BPETokenizer.train("abc abd " * 40, 260)])
+def test_tokenizers_refuse_bad_input_clearly(make):
+    tok = make()
+    for bad in (b"abc", None, 3):
+        with pytest.raises(TypeError, match="takes a str"):
+            tok.encode(bad)
+    with pytest.raises(ValueError, match="lone surrogate"):
+        tok.encode("ok \ud800")
+    for bad in ([-1], [tok.vocab_size], [10**30]):
+        with pytest.raises(ValueError, match="outside the vocabulary"):
+            tok.decode(bad)
+    with pytest.raises(TypeError, match="integer token ids"):
+        tok.decode([1.5])
+    assert b"".join(tok.token_bytes(i) for i in tok.encode("abd abc")) == b"abd abc"
+
+
+def test_stdlib_corpus_is_the_stdlib_without_tests_with_disjoint_validation_files():
     a, b = stdlib_corpus(), stdlib_corpus()
     assert a.train == b.train and a.val == b.val and a.sha256 == b.sha256
-    assert not set(STDLIB_TRAIN_FILES) & set(STDLIB_VAL_FILES)
-    assert a.info["missing"] == [] and len(a.train) > 1_000_000 and len(a.val) > 50_000
-    # each validation file's text is absent from the training text
-    for name in STDLIB_VAL_FILES:
+    assert len(a.train) > 5_000_000 and len(a.val) > 100_000
+    train, val = stdlib_files(Path(sysconfig.get_paths()["stdlib"]))
+    assert not set(train) & set(val) and train == sorted(train) and 0.02 < len(val) / len(train + val) < 0.1
+    assert not [f for f in train + val if "/test/" in f"/{f}" or f.split("/")[-1].startswith("test_")]
+    for name in val:     # each validation file's text is absent from the training text
         assert f"# ==== {name} ====" in a.val and f"# ==== {name} ====" not in a.train
-    assert a.describe()["sha256"] == a.sha256
+    assert a.describe()["sha256"] == a.sha256 and a.info["val_files"] == val
 
 
-def test_stdlib_corpus_hash_sees_any_change(tmp_path):
-    for name in STDLIB_TRAIN_FILES + STDLIB_VAL_FILES:
+def test_stdlib_corpus_rule_and_hash_see_any_change(tmp_path):
+    names = ["abc.py", "json/decoder.py", "uuid.py", "zz.py", "test/test_x.py", "email/tests/t.py",
+             "test_top.py", "pydoc_data/topics.py", "encodings/cp1252.py", "site-packages/pkg.py",
+             "config-3.11-x86_64-linux-gnu/python-config.py"] + [f"m{i}.py" for i in range(40)]
+    for name in names:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text(f"# {name}\nx = 1\n")
+    train, val = stdlib_files(tmp_path)
+    assert sorted(train + val) == sorted(["abc.py", "json/decoder.py", "uuid.py", "zz.py"] +
+                                         [f"m{i}.py" for i in range(40)])
+    assert val and train
     base = stdlib_corpus(tmp_path)
-    assert base.train.index("# ==== abc.py") < base.train.index("# ==== argparse.py")   # fixed order
+    assert base.train.index("# ==== abc.py") < base.train.index("# ==== json/decoder.py")   # sorted order
     (tmp_path / "json/decoder.py").write_text("# changed\n")
     changed = stdlib_corpus(tmp_path)
     assert changed.sha256 != base.sha256
-    (tmp_path / "uuid.py").unlink()
-    missing = stdlib_corpus(tmp_path)
-    assert missing.info["missing"] == ["uuid.py"] and missing.sha256 != changed.sha256
+    (tmp_path / "zz.py").unlink()
+    assert stdlib_corpus(tmp_path).sha256 != changed.sha256
+    (tmp_path / "abc.py").write_bytes(b"\xff not utf-8")
+    with pytest.raises(ValueError, match="not UTF-8"):
+        stdlib_corpus(tmp_path)
     with pytest.raises(ValueError, match="no Python standard library"):
         stdlib_corpus(tmp_path / "nowhere")
 

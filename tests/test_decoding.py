@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from mtp_edu.decoding import ContextLimitWarning, generate, speculative_generate, target_probs
+
 from conftest import tiny_model
 
 V = 37
@@ -24,7 +25,8 @@ def test_kv_cached_greedy_equals_argmax_of_full_forwards():
     g = torch.Generator().manual_seed(0)
     for n in (1, 2, 7, 15):
         prompt = torch.randint(0, V, (n,), generator=g).tolist()
-        assert generate(model, prompt, 20) == full_forward_generate(model, prompt, 20, lambda l: int(l.argmax()))
+        greedy = full_forward_generate(model, prompt, 20, lambda logits: int(logits.argmax()))
+        assert generate(model, prompt, 20) == greedy
 
 
 def test_kv_cached_sampling_equals_sampling_full_forwards():
@@ -86,7 +88,6 @@ BOTH = [generate, lambda m, p, n, **kw: speculative_generate(m, p, n, **kw)[0]]
     ([], 5, {}, "empty"),
     (list(range(30)) * 2, 5, {}, "max_seq_len=48"),
     ([1, 2], -1, {}, "max_new_tokens=-1"),
-    ([1, 2], 2.5, {}, "max_new_tokens=2.5"),
     ([1, V], 5, {}, r"\[0, 37\)"),
     ([1, -2], 5, {}, r"\[0, 37\)"),
     ([1.0, 2.0], 5, {}, "list of ints"),
@@ -102,6 +103,16 @@ def test_bad_input_is_refused_clearly(decode, prompt, n, kwargs, message):
         kwargs = dict(kwargs, rule="sample")
     with pytest.raises(ValueError, match=message):
         decode(model, prompt, n, **kwargs)
+
+
+@pytest.mark.parametrize("decode", BOTH, ids=["generate", "speculative"])
+@pytest.mark.parametrize("n,kwargs,message", [
+    (2.5, {}, "max_new_tokens=2.5"), (True, {}, "max_new_tokens=True"), (5, {"top_k": 2.0}, "top_k=2.0"),
+    (5, {"top_p": "all"}, "top_p='all'"),
+])
+def test_a_wrong_type_is_a_type_error(decode, n, kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        decode(tiny_model(), [1, 2], n, **kwargs)
 
 
 @pytest.mark.parametrize("kwargs,message", [

@@ -1,5 +1,5 @@
-"""Diagrams: seed 002's labelled parts in every architecture SVG, committed diagrams/ up to date,
-numbers from the live model, and a clear error when Graphviz's `dot` is missing."""
+"""Diagrams: the DeepSeek-V3 MTP figure's labelled parts in every architecture SVG, committed diagrams/
+up to date, numbers from the live model, and a clear error when Graphviz's `dot` is missing."""
 import html
 import re
 import shutil
@@ -9,11 +9,18 @@ from pathlib import Path
 import pytest
 
 from mtp_edu import MTPConfig, MTPModel
+from mtp_edu.config import MTP_STYLES
 from mtp_edu.viz import diagrams
-from mtp_edu.viz.diagrams import (GraphvizNotFound, architecture_diagram, loss_flow_diagram, render, sub,
-                                  token_flow_diagram, write_diagrams)
+from mtp_edu.viz.diagrams import (
+    GraphvizNotFound,
+    architecture_diagram,
+    loss_flow_diagram,
+    render,
+    sub,
+    token_flow_diagram,
+    write_diagrams,
+)
 
-STYLES = ("sequential", "parallel", "linear")
 REPO = Path(__file__).resolve().parents[1]
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz `dot` is not installed")
 
@@ -30,9 +37,9 @@ def tiny(D, style, **kw):
 
 
 @needs_dot
-@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("style", MTP_STYLES)
 @pytest.mark.parametrize("D", [1, 2, 3])
-def test_architecture_svg_shows_every_labelled_part_of_seed_002(D, style):
+def test_architecture_svg_shows_every_labelled_part_of_the_deepseek_figure(D, style):
     model = tiny(D, style)
     text = svg_text(architecture_diagram(model))
     must = ["Main Model", "Next Token Prediction", "Embedding Layer", "Transformer Block × L", "Transformer Block"
@@ -44,7 +51,7 @@ def test_architecture_svg_shows_every_labelled_part_of_seed_002(D, style):
         must += ["Linear Projection"]
     for k in range(1, D + 1):
         must += [f"MTP Module {k}", f"L_MTP^{k}", f"Next{diagrams.sup(k + 1)} Token Prediction"]
-    # seed 002's token rows: main t1..t4 -> t2..t5, module k reads t(1+k).. and predicts t(2+k)..
+    # the figure's token rows: main t1..t4 -> t2..t5, module k reads t(1+k).. and predicts t(2+k)..
     must += [f"t{sub(i)}" for i in range(1, 4 + D + 2)]
     missing = [m for m in must if m not in text]
     assert not missing, f"labels missing from the {style} D={D} SVG: {missing}"
@@ -78,7 +85,7 @@ def test_architecture_is_deterministic_and_d0_is_the_main_model_alone():
 def test_token_flow_is_built_from_shift_table():
     from mtp_edu import shift_table
     tokens = ["a", "b", "c", "d", "e", "f"]
-    for style in STYLES:
+    for style in MTP_STYLES:
         src = token_flow_diagram(tokens, 2, style=style).source
         table = shift_table(tokens, 2)
         for k in range(3):

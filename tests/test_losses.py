@@ -7,8 +7,10 @@ import torch
 import torch.nn.functional as F
 
 from mtp_edu import mtp_loss, mtp_loss_backward
+from mtp_edu.config import MTP_STYLES
 from mtp_edu.losses import Constant, Curriculum, Decay, DeepSeekStep, depth_weights
-from conftest import STYLES, tiny_model
+
+from conftest import tiny_model
 
 V, D = 37, 3
 
@@ -55,7 +57,7 @@ def reference_loss(model, chunk, lam, reduction, weights=None, ignored=()):
     return losses[0] + lam / D * sum(losses[1:]), losses
 
 
-@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("style", MTP_STYLES)
 @pytest.mark.parametrize("reduction", ["valid", "paper"])
 def test_loss_equals_slow_reference(style, reduction):
     model = tiny_model(mtp_style=style)
@@ -142,7 +144,7 @@ def test_targets_must_match_the_logits():
         mtp_loss(model(ids), ids.double())
 
 
-@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("style", MTP_STYLES)
 @pytest.mark.parametrize("reduction", ["valid", "paper"])
 def test_memory_efficient_path_gives_the_same_gradients(style, reduction):
     model = tiny_model(mtp_style=style)

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from mtp_edu import MTPModel
+
 from conftest import tiny_config, tiny_model
 
 V, T = 37, 14

@@ -51,8 +51,18 @@ def test_public_api():
         assert hasattr(mtp_edu, name), name
 
 
-def test_core_never_imports_viz():
+def test_core_never_imports_viz_or_tools():
     for path in (ROOT / "mtp_edu").glob("*.py"):
         if path.name == "cli.py":                             # the command line wires everything together
             continue
-        assert not re.search(r"^\s*(from|import)\s+(\.|mtp_edu\.)viz", path.read_text(), re.M), path.name
+        assert not re.search(r"^\s*(from|import)\s+(\.|mtp_edu\.)(viz|tools)", path.read_text(), re.M), path.name
+
+
+def test_the_version_is_written_once():
+    import importlib.metadata
+
+    import mtp_edu
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert "version" not in project and project["dynamic"] == ["version"]       # read from mtp_edu.__version__
+    assert importlib.metadata.version("mtp-edu") == mtp_edu.__version__
+    assert f"## {mtp_edu.__version__} - " in (ROOT / "CHANGELOG.md").read_text()

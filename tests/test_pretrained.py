@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import mtp_edu.pretrained as pretrained
+from mtp_edu.card import evaluate
 from mtp_edu.cli import main
 from mtp_edu.data import ByteTokenizer, eval_chunks, stdlib_corpus
 from mtp_edu.pretrained import list_pretrained, load_pretrained, pretrained_card
-from mtp_edu.train import evaluate
 
 NAMES = ["mtp-seq-d3", "mtp-d0", "mtp-par-d3", "mtp-lin-d3"]
 STYLE = {"mtp-seq-d3": "sequential", "mtp-par-d3": "parallel", "mtp-lin-d3": "linear"}

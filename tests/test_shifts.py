@@ -1,15 +1,20 @@
-"""Shift tables: seeds 001 and 002 cell for cell, the index rule for any length, and the model's use of it."""
+"""Shift tables: the DeepSeek-V3 MTP figure's table and the 'Complete Guide' tutorial's targets matrix cell for
+cell, the index rule for any length, and the model's use of it."""
 import pytest
 import torch
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mtp_edu import shift_table
+from mtp_edu.config import MTP_STYLES
 from mtp_edu.shifts import PAD
-from conftest import STYLES, tiny_model
+
+from conftest import tiny_model
 
 
-def test_seed_002_table():
-    # seed 002: Main t1..t4 -> t2..t5; module 1 t2..t5 -> t3..t6; module 2 t3..t6 -> t4..t7
+def test_deepseek_figure_table():
+    # the DeepSeek-V3 MTP figure (docs/references.md): Main t1..t4 -> t2..t5; module 1 t2..t5 -> t3..t6;
+    # module 2 t3..t6 -> t4..t7
     tbl = shift_table([f"t{j}" for j in range(1, 8)], depth=2, positions="common")
     assert tbl.positions == [1, 2, 3, 4]
     assert tbl.inputs == [["t1", "t2", "t3", "t4"], ["t2", "t3", "t4", "t5"], ["t3", "t4", "t5", "t6"]]
@@ -17,14 +22,14 @@ def test_seed_002_table():
     assert tbl.hidden[1] == ["h0_1", "h0_2", "h0_3", "h0_4"] and tbl.hidden[2][0] == "h1_1"
 
 
-def test_seed_001_targets_matrix():
+def test_complete_guide_targets_matrix():
     x = [f"x{j}" for j in range(1, 9)]
-    seed_001 = [  # rows: positions 1..7; columns Target1..Target4 = depth 0..3
+    guide = [  # the 'Complete Guide' tutorial's matrix; rows: positions 1..7; columns Target1..Target4 = depth 0..3
         ["x2", "x3", "x4", "x5"], ["x3", "x4", "x5", "x6"], ["x4", "x5", "x6", "x7"],
         ["x5", "x6", "x7", "x8"], ["x6", "x7", "x8", PAD], ["x7", "x8", PAD, PAD], ["x8", PAD, PAD, PAD]]
     tbl = shift_table(x, depth=3)
     got = [[PAD if tbl.targets[k][i] is None else tbl.targets[k][i] for k in range(4)] for i in range(7)]
-    assert got == seed_001
+    assert got == guide
 
 
 @settings(max_examples=60, deadline=None)
@@ -61,7 +66,7 @@ def test_bad_arguments():
         shift_table([1, 2, 3], 1, positions="some")
 
 
-@pytest.mark.parametrize("style", STYLES)
+@pytest.mark.parametrize("style", MTP_STYLES)
 def test_model_reads_the_tables_columns(style):
     """The token ids each depth embeds are exactly shift_table's 'reads' row (valid cells)."""
     model = tiny_model(mtp_style=style)

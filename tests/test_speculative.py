@@ -1,4 +1,4 @@
-"""Self-speculative decoding: DESIGN.md sec. 4 items 5-7.
+"""Self-speculative decoding: invariants 5-7 of docs/design.md ("Invariants the tests prove").
 
 5. greedy speculative output == greedy `generate` (float64, many prompts, every style and depth);
 6. speculative sampling reproduces the exact target distribution (enumerated on a tiny vocabulary);
@@ -15,6 +15,7 @@ from mtp_edu import MTPConfig, MTPModel, mtp_loss
 from mtp_edu.decoding import divergence, generate, speculative_generate, target_probs
 from mtp_edu.drafting import DecodeState, MTPDrafter, PromptLookupDrafter
 from mtp_edu.model import KVCache
+
 from conftest import tiny_model
 
 D = 3

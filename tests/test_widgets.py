@@ -14,7 +14,8 @@ from mtp_edu import MTPConfig, MTPModel
 from mtp_edu.losses import depth_weights
 from mtp_edu.traces import Step, Trace
 from mtp_edu.viz import widgets
-from mtp_edu.viz.state import ArchitectureState, LossWeightState, ShiftTableState, StepperState
+from mtp_edu.viz.state import ArchitectureState, LossWeightState, ShiftTableState
+from mtp_edu.viz.stepper_state import StepperState
 from mtp_edu.viz.tokens import show_token
 
 TINY = dict(vocab_size=128, d_model=32, n_layers=2, n_heads=4, max_seq_len=64)
@@ -238,8 +239,8 @@ def test_stepper_nonsense_gives_friendly_messages(model):
     state.set(prompt="okay!", draft_depth=9)
     assert state.step() and "has D = 3 MTP modules" in state.html() and state.trace.draft_depth == 3
     for controls, msg in [({"draft_depth": 0}, "at least 1"), ({"temperature": -1.0}, "0 (greedy) or more"),
-                          ({"rule": "beam"}, "is not one of"), ({"draft_depth": "two"}, "whole number"),
-                          ({"temperature": "hot"}, "must be a number")]:
+                          ({"rule": "beam"}, "is not one of"), ({"draft_depth": "two"}, "must be an integer"),
+                          ({"temperature": "hot"}, "must be a finite number")]:
         state.set(draft_depth=2, temperature=0.0, rule="greedy")
         state.set(**controls)
         assert not state.step() and msg in state.html()
@@ -291,7 +292,7 @@ def test_speculative_trace_fn_calls_the_decoder_lazily(model, monkeypatch):
 def test_loss_weight_explorer_sweeps_every_control():
     ex = widgets.loss_weight_explorer(total_steps=100)
     state = ex.state
-    for name, control in ex.controls.items():
+    for control in ex.controls.values():
         for value in sweep_values(control):
             control.value = value
             view = ex.view.value
@@ -318,11 +319,13 @@ def test_static_fallbacks_are_in_the_mimebundle(model):
         assert ex.static().data == bundle["text/html"]
 
 
-def test_show_token_uses_a_non_byte_tokenizer():
-    class Words:
-        vocab_size = 1000
-        def decode(self, ids): return {7: " the", 300: "\n\n"}.get(ids[0], "?")
-    assert show_token(7, Words()) == " the" and show_token(300, Words()) == "⏎⏎" and show_token(7) == "\\x07"
+def test_show_token_shows_a_subword_token_s_bytes():
+    from mtp_edu.data import BPETokenizer
+    bpe = BPETokenizer.train("    return the value\n\n" * 50 + "é", vocab_size=270)
+    shown = [show_token(i, bpe) for i in bpe.encode("    return the\n\n")]
+    assert "".join(shown) == "␣␣␣␣return␣the⏎⏎" and len(shown) < 14            # merged subwords
+    assert [show_token(i, bpe) for i in bpe.encode("é")] in (["é"], ["\\xc3", "\\xa9"])
+    assert show_token(bpe.vocab_size, bpe) == f"<{bpe.vocab_size}>" and show_token(7) == "\\x07"
 
 
 def test_stepper_with_the_real_decoder():
@@ -343,3 +346,12 @@ def test_stepper_with_the_real_decoder():
                                                   temperature=temperature, threshold=0.5, seed=0)
         assert ex.state.trace.tokens[:8] == tokens and ex.state.done
         assert 'class="mtp-tau"' in ex.view.value and classes(ex.view.value, "mtp-token-extra") == ex.state.shown
+
+
+def test_one_name_for_the_deepseek_schedule_in_the_explorer_and_in_training():
+    from mtp_edu.train import TrainConfig
+    from mtp_edu.viz.state import SCHEDULES
+    assert "deepseek" in SCHEDULES and TrainConfig(lambda_schedule="deepseek").lambda_schedule == "deepseek"
+    assert "then 0.1 after 10/14.8 of training" in LossWeightState(schedule="deepseek").html()
+    html = LossWeightState(schedule="deepseek-step").html()
+    assert "is not one of constant, deepseek, decay, curriculum" in html

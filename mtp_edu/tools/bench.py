@@ -1,6 +1,6 @@
 """Decoding speed: KV-cached greedy `generate` vs self-speculative decoding, measured in one run.
 
-    python -m mtp_edu.bench [--models mtp-seq-d3,mtp-par-d3,mtp-lin-d3] [--depths 1,2,3] [--out FILE]
+    python -m mtp_edu.tools.bench [--models mtp-seq-d3,mtp-par-d3,mtp-lin-d3] [--depths 1,2,3] [--out FILE]
     (also: mtp-edu bench)
 
 For every model, prompt and round the runs alternate: baseline, variant 1, baseline, variant 2, ...
@@ -28,12 +28,12 @@ from pathlib import Path
 
 import torch
 
-from .config import MTPConfig
-from .data import ByteTokenizer, stdlib_corpus
-from .decoding import compile_for_decoding, generate, speculative_generate
-from .model import MTPModel
-from .traces import Trace
-from .train import hardware_description, load_average
+from ..config import MTPConfig
+from ..data import ByteTokenizer, stdlib_corpus
+from ..decoding import compile_for_decoding, generate, speculative_generate
+from ..machine import hardware_description, load_average
+from ..model import MTPModel
+from ..traces import Trace
 
 DEFAULT_MODELS = ("mtp-seq-d3", "mtp-par-d3", "mtp-lin-d3")
 FALLBACK_PROMPTS = (      # used when the standard library's source is not on this machine
@@ -50,10 +50,10 @@ def load_model(spec: str):
         cfg = MTPConfig(n_layers=8, mtp_depth=3, mtp_style=spec.split(":", 1)[1])
         return MTPModel(cfg).eval(), ByteTokenizer()
     if Path(spec).is_dir():
-        from .checkpoint import load_checkpoint
+        from ..checkpoint import load_checkpoint
         ckpt = load_checkpoint(spec)
         return ckpt.model, ckpt.tokenizer
-    from .pretrained import load_pretrained
+    from ..pretrained import load_pretrained
     return load_pretrained(spec)
 
 
@@ -70,9 +70,10 @@ def make_prompts(tokenizer, count: int, length: int) -> list[list[int]]:
     return [ids[i * stride:i * stride + length] for i in range(count)]
 
 
-def _timed(fn):
+def _timed(fn, *args, **kwargs):
+    """fn(*args, **kwargs) and the seconds it took."""
     start = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     return out, time.perf_counter() - start
 
 
@@ -92,8 +93,8 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
     for _ in range(rounds):
         for prompt in prompts:
             for name, kwargs in variants:
-                reference, t_a = _timed(lambda: generate(model, prompt, new_tokens))
-                (tokens, trace), t_b = _timed(lambda: speculative_generate(model, prompt, new_tokens, **kwargs))
+                reference, t_a = _timed(generate, model, prompt, new_tokens)
+                (tokens, trace), t_b = _timed(speculative_generate, model, prompt, new_tokens, **kwargs)
                 r = runs[name]
                 base_speed.append(len(reference) / t_a)
                 r["speed"].append(len(tokens) / t_b)
@@ -178,7 +179,8 @@ def main(argv=None) -> int:
         torch.set_num_threads(threads)
     print(format_table(results))
     if args.out:
-        report = {"command": "python -m mtp_edu.bench " + " ".join(argv if argv is not None else sys.argv[1:]),
+        command = "python -m mtp_edu.tools.bench " + " ".join(argv if argv is not None else sys.argv[1:])
+        report = {"command": command,
                   "machine": {"platform": platform.platform(), "hardware": hardware,
                               "torch": torch.__version__, "threads": args.threads, "load_average_1min": load},
                   "settings": {k: v for k, v in vars(args).items() if k != "out"}, "results": results}

@@ -1,6 +1,6 @@
 """Training cost of MTP, measured: step time vs the FLOP count, and peak memory of the two loss paths.
 
-    python -m mtp_edu.bench_train [--quick] [--out FILE]      (also: mtp-edu bench train)
+    python -m mtp_edu.tools.bench_train [--quick] [--out FILE]      (also: mtp-edu bench train)
 
 Step times of D = 0..3 are taken alternately (0 1 2 3 0 1 2 3 ...) in one process, so that a
 machine getting slower or faster affects every D alike; the median of each is compared with the ratio
@@ -21,10 +21,10 @@ import time
 
 import torch
 
-from .config import MTPConfig
-from .losses import mtp_loss, mtp_loss_backward
-from .model import MTPModel
-from .train import hardware_description, load_average
+from ..config import MTPConfig
+from ..losses import mtp_loss, mtp_loss_backward
+from ..machine import hardware_description, load_average
+from ..model import MTPModel
 
 
 def forward_flops_per_sequence(cfg: MTPConfig, T: int, attention: bool = True) -> float:
@@ -84,8 +84,9 @@ _PEAK_SNIPPET = """
 import json, sys, torch
 from mtp_edu.config import MTPConfig
 from mtp_edu.model import MTPModel
-from mtp_edu.bench_train import _step
-cfg, batch, T, lean, device = MTPConfig.from_dict(json.loads(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == '1', sys.argv[5]
+from mtp_edu.tools.bench_train import _step
+cfg, batch, T = MTPConfig.from_dict(json.loads(sys.argv[1])), int(sys.argv[2]), int(sys.argv[3])
+lean, device = sys.argv[4] == '1', sys.argv[5]
 model = MTPModel(cfg).to(device)
 opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 x = torch.randint(0, cfg.vocab_size, (batch, T + 1), generator=torch.Generator().manual_seed(0)).to(device)
@@ -128,7 +129,7 @@ def main(argv=None) -> dict:
     base = MTPConfig(vocab_size=256, d_model=args.d_model, n_layers=args.n_layers, n_heads=4,
                      max_seq_len=args.seq + 1, mtp_loss_scale=0.3)
     load = load_average()
-    result = {"command": "python -m mtp_edu.bench_train " + " ".join(sys.argv[1:] if argv is None else argv),
+    result = {"command": "python -m mtp_edu.tools.bench_train " + " ".join(sys.argv[1:] if argv is None else argv),
               "rounds": rounds, "device": args.device, "hardware": hardware_description(torch.device(args.device)),
               "torch": torch.__version__, "threads": torch.get_num_threads(),
               "load_average_1min": load,
@@ -153,7 +154,8 @@ def main(argv=None) -> dict:
         mb = {name: peak_step_memory(cfg.replace(mtp_depth=D), mem_batch, mem_seq, lean, args.device) / 2**20
               for name, D, lean in (("d0", 0, False), ("d3_plain", 3, False), ("d3_lean", 3, True))}
         result["peak_memory"][V] = mb
-        print(f"{V:>7}{mb['d0']:>9.1f}M{mb['d3_plain']:>11.1f}M{mb['d3_lean']:>11.1f}M{mb['d3_lean'] / max(mb['d0'], 1e-9):>12.2f}")
+        print(f"{V:>7}{mb['d0']:>9.1f}M{mb['d3_plain']:>11.1f}M{mb['d3_lean']:>11.1f}M"
+              f"{mb['d3_lean'] / max(mb['d0'], 1e-9):>12.2f}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)

@@ -3,6 +3,7 @@
     mtp-edu notebooks                 execute and report, leave the files as they are
     mtp-edu notebooks --write         also write the fresh outputs into the notebooks (commit them)
     mtp-edu notebooks 03_losses       only the notebooks whose name contains this
+    mtp-edu notebooks --repo DIR      the repository checkout (default: found from the current directory)
 """
 from __future__ import annotations
 
@@ -16,12 +17,14 @@ from pathlib import Path
 import nbformat
 from nbclient import NotebookClient
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-BUDGET_S = 90.0                     # DESIGN.md sec. 5: every walkthrough notebook in <= 90 s on a 2-core CPU
+from ..cli import UserError
+from . import find_repo
+
+BUDGET_S = 90.0                     # every walkthrough notebook in <= 90 s on a 2-core CPU
 
 
-def walkthroughs(folder: Path = NOTEBOOKS) -> list[Path]:
-    """The numbered walkthrough notebooks, in order (00_..., 01_..., ...)."""
+def walkthroughs(folder: Path) -> list[Path]:
+    """The numbered walkthrough notebooks in `folder` (a checkout's notebooks/), in order (00_..., 01_...)."""
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
@@ -43,10 +46,12 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="mtp-edu notebooks", description="Run the guided notebooks headlessly.")
     ap.add_argument("match", nargs="?", default="", help="only notebooks whose file name contains this")
     ap.add_argument("--write", action="store_true", help="write the fresh outputs into the notebooks")
+    ap.add_argument("--repo", metavar="DIR", help="the repository checkout (default: found from the current directory)")
     args = ap.parse_args(argv)
-    paths = [p for p in walkthroughs() if args.match in p.name]
+    folder = find_repo(args.repo, "mtp-edu notebooks") / "notebooks"
+    paths = [p for p in walkthroughs(folder) if args.match in p.name]
     if not paths:
-        ap.error(f"no walkthrough notebook matches {args.match!r} in {NOTEBOOKS}")
+        raise UserError(f"no walkthrough notebook matches {args.match!r} in {folder}")
     slow = []
     for path in paths:
         seconds = execute(path, write=args.write)
@@ -57,4 +62,5 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from mtp_edu.cli import main as cli
+    sys.exit(cli(["notebooks", *sys.argv[1:]]))

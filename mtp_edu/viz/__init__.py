@@ -3,6 +3,7 @@
     from mtp_edu.viz import architecture_diagram, loss_flow_diagram, token_flow_diagram, write_diagrams
     from mtp_edu.viz import plots            # training curves, acceptance, tau and speed vs depth
     from mtp_edu.viz import widgets          # explorers and the drafting/acceptance stepper
+    from mtp_edu.viz import StepperState     # the widgets' logic without a browser (state, stepper_state)
 
 The core package never imports this one. Submodules load lazily, so `import mtp_edu.viz` does not pull
 in matplotlib or ipywidgets until they are used.
@@ -15,12 +16,15 @@ _LAZY = {
     "architecture_diagram": "diagrams", "loss_flow_diagram": "diagrams", "token_flow_diagram": "diagrams",
     "write_diagrams": "diagrams", "save": "diagrams", "GraphvizNotFound": "diagrams",
     "show_token": "tokens",
+    "ShiftTableState": "state", "ArchitectureState": "state", "LossWeightState": "state",
+    "StepperState": "stepper_state",
 }
-__all__ = sorted(_LAZY) + ["diagrams", "plots", "state", "tokens", "widgets"]
+_MODULES = ("diagrams", "plots", "state", "stepper_state", "tokens", "widgets")
+__all__ = sorted(_LAZY) + list(_MODULES)
 
 
 def __getattr__(name: str):
-    if name in ("diagrams", "plots", "state", "tokens", "widgets"):
+    if name in _MODULES:
         return importlib.import_module(f".{name}", __name__)
     if name in _LAZY:
         return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

@@ -7,7 +7,7 @@ and the token rows from `shift_table`. The output is deterministic (fixed node o
 timestamps), so the committed `diagrams/` folder can be compared byte for byte with
 `write_diagrams()`'s output.
 
-Colours follow seed 002's figure: shared parts (Embedding Layer, Output Head) green and linked by
+Colours follow the DeepSeek-V3 MTP figure: shared parts (Embedding Layer, Output Head) green and linked by
 dotted green "Shared" edges, learned blocks yellow, each depth in a dashed blue box.
 
 pip's `graphviz` package only writes the DOT text; rendering needs Graphviz's `dot` program
@@ -23,7 +23,7 @@ from typing import Any, Sequence
 import graphviz
 
 from ..config import MTP_STYLES, MTPConfig
-from ..losses import depth_weights
+from ..losses import REDUCTIONS, depth_weights
 from ..model import MTPModel
 from ..shifts import shift_table
 from .tokens import show_token
@@ -152,21 +152,20 @@ def _loss_name(k: int) -> str:
     return "L_Main" if k == 0 else f"L_MTP^{k}"
 
 
-def _as_model(model_or_config: MTPModel | MTPConfig | None, **changes) -> MTPModel:
+def _as_model(model_or_config: MTPModel | MTPConfig | None) -> MTPModel:
     if model_or_config is None:
         model_or_config = MTPConfig()
     if isinstance(model_or_config, MTPConfig):
-        return MTPModel(model_or_config.replace(**changes) if changes else model_or_config)
+        return MTPModel(model_or_config)
     if not isinstance(model_or_config, MTPModel):
         raise TypeError(f"expected an MTPModel or MTPConfig; got {type(model_or_config).__name__}")
-    if changes:
-        return MTPModel(model_or_config.config.replace(**changes))
     return model_or_config
 
 
 # ---- architecture ---------------------------------------------------------------------------------
 def architecture_diagram(model: MTPModel | MTPConfig | None = None, *, n_positions: int = 4) -> Diagram:
-    """The architecture of `model` (or of a freshly built model for a config), seed 002's figure.
+    """The architecture of `model` (or of a freshly built model for a config), as in
+    the DeepSeek-V3 MTP figure.
 
     Main model: Input Tokens -> Embedding Layer -> Transformer Block x L -> RMSNorm -> Output Head ->
     Cross-Entropy Loss (L_Main) against the Target Tokens. Each MTP module k, by `mtp_style`:
@@ -257,7 +256,7 @@ def architecture_diagram(model: MTPModel | MTPConfig | None = None, *, n_positio
             c.edge(last, f"norm{k}", label=" " + _shape(k, d))
             common_top(c, k, f"norm{k}", f"d={d}")
 
-        # the hidden state that feeds module k, drawn across the boxes as in seed 002. Written
+        # the hidden state that feeds module k, drawn across the boxes as in the figure. Written
         # target -> source with dir=back: that keeps the boxes in the order 0, 1, .., D without
         # stretching the ranks (a constraint=false edge lets dot reorder the boxes).
         if style == "sequential":
@@ -308,8 +307,8 @@ def loss_flow_diagram(model: MTPModel | MTPConfig | None = None, *, mtp_loss_sca
     `reduction` is "valid" (divide by the number of valid targets, Megatron-core) or "paper" (by T).
     """
     cfg = model.config if isinstance(model, MTPModel) else (model or MTPConfig())
-    if reduction not in ("valid", "paper"):
-        raise ValueError(f"reduction={reduction!r} is not allowed: must be 'valid' or 'paper'")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction={reduction!r} is not allowed: must be one of {', '.join(REDUCTIONS)}")
     D, V = cfg.mtp_depth, cfg.vocab_size
     lam = cfg.mtp_loss_scale if mtp_loss_scale is None else mtp_loss_scale
     weights = depth_weights(D, lam, step)
@@ -350,9 +349,10 @@ def token_flow_diagram(tokens: Sequence[Any], depth: int, *, style: str = "seque
 
     A grid: one row (dashed box) per depth k, one card per position i holding the token read
     (t_{i+k}; main model and sequential modules only), the hidden state h^k_i and the target
-    t_{i+k+1}, with PAD past the end (seed 001's targets matrix). Arrows h^{k-1}_i -> h^k_i show
-    the causal chain (sequential); parallel and linear heads read h^0_i instead. The cells are
-    `shift_table(tokens, depth)`'s, so the picture and the model cannot disagree.
+    t_{i+k+1}, with PAD past the end (the 'Complete Guide' tutorial's targets matrix). Arrows
+    h^{k-1}_i -> h^k_i show the causal chain (sequential); parallel and linear heads read h^0_i
+    instead. The cells are `shift_table(tokens, depth)`'s, so the picture and the model cannot
+    disagree.
     """
     if style not in MTP_STYLES:
         raise ValueError(f"style={style!r} is not allowed: must be one of {', '.join(MTP_STYLES)}")
@@ -415,8 +415,8 @@ TOKEN_FLOW_EXAMPLE = ("The", " cat", " sat", " on", " the", " mat", ".")
 
 def diagram_set() -> dict[str, Diagram]:
     """Every committed diagram by file stem: architecture for D = 1, 2, 3 and each style (default
-    MTPConfig otherwise: L=4, d=128, V=256), the loss flow for D = 1, 2, 3, the token flow of seed 001's
-    sentence for D = 2 (each style) and D = 3 (sequential)."""
+    MTPConfig otherwise: L=4, d=128, V=256), the loss flow for D = 1, 2, 3, the token flow of the
+    'Complete Guide' tutorial's sentence for D = 2 (each style) and D = 3 (sequential)."""
     out = {}
     for D in (1, 2, 3):
         for style in MTP_STYLES:

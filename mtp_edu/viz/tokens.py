@@ -1,13 +1,13 @@
 """Token strings for people: every token shown as a short, readable, unambiguous string.
 
-The shipped models are byte-level (token id = byte value, V = 256), so one token may be half of a
-UTF-8 character or a control byte. `show_token` prints:
+A token stands for some bytes: one byte for the byte-level tokenizer, a few for the subword (BPE)
+tokenizer of the shipped models (`tokenizer.token_bytes(id)`), and a subword token can be part of a
+UTF-8 character. `show_token` prints its bytes as text with the invisible made visible:
 
-- printable ASCII as itself (a space as '␣' so it can be seen),
-- '\\n' as '⏎', '\\t' as '⇥', '\\r' as '\\r',
-- any other byte as its escape, e.g. b'\\xe2' -> '\\xe2',
-- with a tokenizer whose vocabulary is not bytes (`vocab_size` > 256, e.g. BPE), every id through
-  `tokenizer.decode([id])`, made visible with `show_text`; an id no tokenizer can decode as '<id>'.
+- a space as '␣', '\\n' as '⏎', '\\t' as '⇥', '\\r' as '\\r' (so ' return' shows as '␣return'
+  and an indent of four spaces as '␣␣␣␣');
+- other control characters, and bytes that are not whole UTF-8 characters, as escapes ('\\xe2');
+- an id the tokenizer does not know as '<id>'.
 """
 from __future__ import annotations
 
@@ -30,27 +30,27 @@ def show_token(token: Any, tokenizer: Any = None) -> str:
     if isinstance(token, bool):
         return str(token)
     if isinstance(token, int):
-        byte_level = tokenizer is None or getattr(tokenizer, "vocab_size", 256) <= 256
-        if byte_level and 0 <= token < 256:
+        if tokenizer is None and 0 <= token < 256:
             return show_byte(token)
-        if tokenizer is not None and hasattr(tokenizer, "decode"):
-            try:
-                return show_text(tokenizer.decode([token]))
-            except Exception:   # a tokenizer that cannot decode this id: fall back to the id
-                pass
-        return f"<{token}>"
+        try:
+            token = tokenizer.token_bytes(token)
+        except (AttributeError, TypeError, ValueError):   # no tokenizer, or an id it does not know
+            return f"<{token}>"
     if isinstance(token, (bytes, bytearray)):
-        return "".join(show_byte(b) for b in token)
+        try:
+            return show_text(bytes(token).decode("utf-8"), spaces="␣")
+        except UnicodeDecodeError:                         # part of a character: show each byte
+            return "".join(show_byte(b) for b in token)
     return show_text(str(token))
 
 
-def show_text(text: str) -> str:
-    """A string with its invisible characters made visible (spaces kept as spaces)."""
+def show_text(text: str, spaces: str = " ") -> str:
+    """A string with its invisible characters made visible (spaces shown as `spaces`)."""
     out = []
     for ch in text:
         o = ord(ch)
         if ch == " ":
-            out.append(" ")
+            out.append(spaces)
         elif o in SPECIAL:
             out.append(SPECIAL[o])
         elif o < 0x20 or 0x7F <= o < 0xA0:

@@ -1,4 +1,4 @@
-"""ipywidgets front ends for the state objects in `state.py` (thin: every rule lives there).
+"""ipywidgets front ends for the state objects in `state.py` and `stepper_state.py` (thin: every rule lives there).
 
     from mtp_edu.viz.widgets import shift_table_explorer, architecture_explorer, stepper, loss_weight_explorer
     stepper(model, tokenizer)            # in JupyterLab: a live widget
@@ -20,9 +20,10 @@ from typing import Any, Callable
 import ipywidgets as W
 
 from ..config import MTP_STYLES, MTPConfig
+from ..decoding import RULES
 from ..traces import Trace
-from .state import (RULES, SCHEDULES, ArchitectureState, LossWeightState, ShiftTableState, StepperState,
-                    message_html)
+from .state import SCHEDULES, ArchitectureState, LossWeightState, ShiftTableState, message_html
+from .stepper_state import StepperState
 
 
 class Explorer(W.VBox):
@@ -253,11 +254,4 @@ def loss_weight_explorer(lam: float = 0.3, schedule: str = "constant", depth: in
     return ex
 
 
-def show_static(explorer: Explorer) -> None:
-    """Display only the static HTML snapshot (for pages where widgets cannot run)."""
-    from IPython.display import display
-    display(explorer.static())
-
-
-__all__ = ["Explorer", "shift_table_explorer", "architecture_explorer", "stepper", "loss_weight_explorer",
-           "show_static"]
+__all__ = ["Explorer", "shift_table_explorer", "architecture_explorer", "stepper", "loss_weight_explorer"]

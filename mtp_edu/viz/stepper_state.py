@@ -1,0 +1,304 @@
+"""The logic of the drafting / acceptance stepper, as a plain object that tests drive without a browser.
+
+StepperState: prompt, rule, draft depth, temperature -> a recorded Trace of speculative decoding,
+replayed one verification step at a time. Like the explorers in `state.py`, its setters never raise
+on user input (a problem becomes a friendly message in the view) and `html()` renders the current
+view, which is also the widget's static fallback.
+
+CSS classes for browser tests: mtp-message, mtp-token-accepted, mtp-token-rejected, mtp-token-extra,
+mtp-tau, mtp-acceptance (see widgets.py for the classes on the controls).
+"""
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..checks import check_int, check_number
+from ..data import ByteTokenizer
+from ..decoding import RULES
+from ..traces import Trace
+from .state import message_html
+from .tokens import show_text, show_token
+
+ACCEPTED, REJECTED, EXTRA = "#1a7f37", "#cf222e", "#0969da"
+
+
+TraceFn = Callable[..., Trace]
+
+
+def speculative_trace_fn(model, max_new_tokens: int = 24) -> TraceFn:
+    """A trace producer backed by `mtp_edu.decoding.speculative_generate` (imported when first used)."""
+    def run(prompt_ids, rule, draft_depth, temperature, threshold, seed):
+        from ..decoding import speculative_generate  # lazy: the core never needs viz
+        _, trace = speculative_generate(model, prompt_ids, max_new_tokens, rule=rule, draft_depth=draft_depth,
+                                        temperature=temperature, threshold=threshold, seed=seed)
+        return trace
+    return run
+
+
+@dataclass
+class StepperState:
+    """Replays a speculative-decoding Trace one verification step at a time.
+
+    Changing a control (prompt, rule, draft_depth, temperature, threshold, seed) resets the stepper;
+    the trace is computed on the first `step()` after that, by `trace_fn(prompt_ids, rule, draft_depth,
+    temperature, threshold, seed) -> Trace` (same inputs, same trace: replay is deterministic).
+    `load_trace(trace)` replays a recorded trace instead. `playing` is the Play/Pause state; the widget's
+    timer calls `tick()`, which steps while playing and pauses at the end.
+    """
+    trace_fn: TraceFn | None = None
+    tokenizer: Any = field(default_factory=ByteTokenizer)
+    model_depth: int = 3                  # D of the model: the most tokens the stepper drafts
+    vocab_size: int = 256
+    max_prompt_tokens: int = 64
+    prompt: str = "The cat sat on the mat. The cat"
+    rule: str = "greedy"
+    draft_depth: int = 3
+    temperature: float = 0.0
+    threshold: float = 0.5
+    seed: int = 0
+    trace: Trace | None = None
+    shown: int = 0                        # steps revealed so far
+    playing: bool = False
+    notes: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @classmethod
+    def for_model(cls, model, tokenizer=None, max_new_tokens: int = 24, **controls) -> "StepperState":
+        cfg = model.config
+        return cls(trace_fn=speculative_trace_fn(model, max_new_tokens), tokenizer=tokenizer or ByteTokenizer(),
+                   model_depth=cfg.mtp_depth, vocab_size=cfg.vocab_size,
+                   max_prompt_tokens=max(1, cfg.max_seq_len - max_new_tokens - cfg.mtp_depth - 2), **controls)
+
+    # -- controls
+    def set(self, **controls) -> None:
+        """Set any of prompt, rule, draft_depth, temperature, threshold, seed; resets the replay."""
+        for name, value in controls.items():
+            if name not in ("prompt", "rule", "draft_depth", "temperature", "threshold", "seed"):
+                raise AttributeError(f"StepperState has no control {name!r}")
+            setattr(self, name, value)
+        self.reset(keep_trace=False)
+
+    def reset(self, keep_trace: bool = True) -> None:
+        """Back to step 0; with keep_trace the same recorded trace is replayed again."""
+        self.shown, self.playing, self.error = 0, False, ""
+        if not keep_trace:
+            self.trace = None
+
+    def load_trace(self, trace: Trace, prompt_text: str | None = None) -> None:
+        """Replay a recorded trace (e.g. Trace.from_json(...)); the controls follow the trace."""
+        self.rule, self.draft_depth, self.trace = trace.rule, trace.draft_depth, trace
+        self.prompt = prompt_text if prompt_text is not None else self._decode(trace.prompt)
+        self.shown, self.playing, self.error = 0, False, ""
+
+    # -- checks: every problem becomes a note or an error message
+    def prompt_ids(self) -> list[int] | None:
+        self.notes = [n for n in self.notes if not n.startswith("prompt:")]
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            self.error = "Type a prompt to start."
+            return None
+        try:
+            ids = list(self.tokenizer.encode(self.prompt))
+        except Exception as err:                                       # a tokenizer that refuses the text
+            self.error = f"The tokenizer could not encode this prompt: {err}"
+            return None
+        if not ids:
+            self.error = "This prompt encodes to no tokens; type something else."
+            return None
+        bad = sorted({i for i in ids if not 0 <= i < self.vocab_size})
+        if bad:
+            self.error = (f"The prompt has tokens outside this model's vocabulary (V = {self.vocab_size}): "
+                          f"{', '.join(show_token(i) for i in bad[:8])}. Try plain ASCII text.")
+            return None
+        if len(ids) > self.max_prompt_tokens:
+            self.notes.append(f"prompt: only its last {self.max_prompt_tokens} of {len(ids)} tokens are used.")
+            ids = ids[-self.max_prompt_tokens:]
+        return ids
+
+    def controls_ok(self) -> tuple[int, float] | None:
+        self.notes = [n for n in self.notes if n.startswith("prompt:")]
+        if self.rule not in RULES:
+            self.error = f"rule {self.rule!r} is not one of {', '.join(RULES)}."
+            return None
+        try:
+            depth = check_int("draft depth", self.draft_depth)
+        except TypeError as err:
+            self.error = str(err)
+            return None
+        if depth < 1:
+            self.error = "Draft at least 1 token per step."
+            return None
+        if depth > self.model_depth:
+            self.notes.append(f"This model has D = {self.model_depth} MTP modules; drafting {depth} tokens would "
+                              f"reuse modules. The stepper drafts {self.model_depth}.")
+            depth = self.model_depth
+        try:
+            temperature = float(check_number("temperature", self.temperature))
+        except (TypeError, ValueError) as err:
+            self.error = str(err)
+            return None
+        if not temperature >= 0:
+            self.error = "temperature must be 0 (greedy) or more."
+            return None
+        if self.rule == "sample" and temperature == 0:
+            self.notes.append("rule 'sample' at temperature 0 samples from a one-hot p: same output as greedy.")
+        return depth, temperature
+
+    # -- actions
+    def ensure_trace(self) -> bool:
+        if self.trace is not None:
+            return True
+        self.error = ""
+        ids = self.prompt_ids()
+        checked = self.controls_ok() if ids is not None else None
+        if ids is None or checked is None:
+            return False
+        if self.trace_fn is None:
+            self.error = "No model is connected: give the stepper a model, a trace_fn, or a recorded trace."
+            return False
+        depth, temperature = checked
+        try:
+            self.trace = self.trace_fn(ids, self.rule, depth, temperature, float(self.threshold), int(self.seed))
+        except ImportError:
+            self.error = ("Speculative decoding (mtp_edu.decoding) is not available in this installation; "
+                          "replay a recorded trace with load_trace().")
+        except (ValueError, RuntimeError) as err:                       # the decoder's own clear errors
+            self.error = f"Could not decode: {err}"
+        return self.trace is not None
+
+    def step(self) -> bool:
+        """Reveal one more step; False (and pause) at the end or on an error."""
+        if not self.ensure_trace() or self.shown >= len(self.trace.steps):
+            self.playing = False
+            return False
+        self.shown += 1
+        if self.shown >= len(self.trace.steps):
+            self.playing = False
+        return True
+
+    def toggle_play(self) -> bool:
+        """Play/Pause; starting at the end restarts the replay. Returns the new playing state."""
+        if self.playing:
+            self.playing = False
+        else:
+            if self.trace is not None and self.shown >= len(self.trace.steps):
+                self.reset()
+            self.playing = self.ensure_trace()
+        return self.playing
+
+    def tick(self) -> None:
+        if self.playing:
+            self.step()
+
+    @property
+    def done(self) -> bool:
+        return self.trace is not None and self.shown >= len(self.trace.steps)
+
+    # -- what is shown
+    def partial_trace(self) -> Trace | None:
+        if self.trace is None:
+            return None
+        t = self.trace
+        return Trace(t.prompt, t.rule, t.draft_depth, t.steps[:self.shown], t.first_token, t.lossy)
+
+    def _decode(self, ids) -> str:
+        try:
+            return self.tokenizer.decode(list(ids))
+        except Exception:
+            return "".join(show_token(i) for i in ids)
+
+    def _tok(self, token: int, cls: str, title: str, colour: str, strike: bool = False) -> str:
+        text = html.escape(show_token(token, self.tokenizer))
+        style = (f"display:inline-block;min-width:1.1em;text-align:center;margin:1px;padding:1px 4px;"
+                 f"border-radius:3px;border:1px solid {colour};color:{colour};font-family:monospace")
+        body = f"<s>{text}</s>" if strike else text
+        return f'<span class="mtp-token {cls}" title="{html.escape(title)}" style="{style}">{body}</span>'
+
+    def step_html(self, n: int, latest: bool) -> str:
+        s = self.trace.steps[n]
+        parts = []
+        for j, (tok, q, p) in enumerate(zip(s.drafted, s.q, s.p)):
+            tip = f"draft {j + 1} (MTP module {j + 1}): q = {q:.3f}, p = {p:.3f}"
+            if j < s.accepted:
+                parts.append(self._tok(tok, "mtp-token-accepted", tip + ", accepted", ACCEPTED))
+            elif j == s.accepted:
+                parts.append(self._tok(tok, "mtp-token-rejected", tip + ", rejected", REJECTED, strike=True))
+            else:
+                parts.append(self._tok(tok, "mtp-token-rejected mtp-token-discarded",
+                                       tip + ", discarded (after a rejection)", "#8c959f", strike=True))
+        parts.append(self._tok(s.extra_token, "mtp-token-extra", f"{s.extra_kind} token from the main model", EXTRA))
+        weight = "font-weight:bold;" if latest else "opacity:0.75;"
+        return (f'<div class="mtp-step" style="{weight}font-family:sans-serif;margin:2px 0">'
+                f'<span style="display:inline-block;width:5.5em">step {n + 1}:</span>{"".join(parts)}'
+                f'<span style="color:#57606a;font-weight:normal"> +{len(s.emitted)} tokens, '
+                f'{s.accepted}/{len(s.drafted)} accepted, {s.extra_kind}</span></div>')
+
+    def pq_table(self, n: int) -> str:
+        s = self.trace.steps[n]
+        td = '<td style="padding:1px 10px;border-bottom:1px solid #eaeef2">'
+        # the column that decides acceptance under this trace's rule
+        rule_col = {"sample": ("min(1, p/q)", lambda p, q: f"{min(1.0, p / q) if q > 0 else float('nan'):.3f}"),
+                    "threshold": (f"p > {self.threshold:g}?", lambda p, q: "yes" if p > self.threshold else "no")
+                    }.get(self.trace.rule, ("is the main argmax?", None))
+        rows = "".join(
+            f"<tr>{td}{j + 1}</td>{td}<code>{html.escape(show_token(t, self.tokenizer))}</code></td>"
+            f"{td}{q:.3f}</td>{td}{p:.3f}</td>"
+            f"{td}{rule_col[1](p, q) if rule_col[1] else 'yes' if j < s.accepted else 'no' if j == s.accepted else '-'}"
+            "</td>"
+            f"{td}{'accepted' if j < s.accepted else 'rejected' if j == s.accepted else 'discarded'}</td></tr>"
+            for j, (t, q, p) in enumerate(zip(s.drafted, s.q, s.p)))
+        th = "".join(f'<th style="padding:1px 10px;text-align:left">{h}</th>' for h in
+                     ("depth k", "draft", "q (MTP module k)", "p (main model)", rule_col[0], "outcome"))
+        return (f'<table class="mtp-pq" style="border-collapse:collapse;font-family:sans-serif;font-size:90%;'
+                f'margin:6px 0"><caption style="text-align:left;color:#57606a">step {n + 1}: p and q of each '
+                f'draft</caption><tr>{th}</tr>{rows}</table>')
+
+    def stats_html(self) -> str:
+        t = self.partial_trace()
+        rates = t.acceptance_per_depth() if t is not None else []
+        tau = t.tau() if t is not None and t.steps else 0.0
+        bars = []
+        for k in range(1, max(len(rates), self.trace.draft_depth if self.trace else 0) + 1):
+            a = rates[k - 1] if k - 1 < len(rates) else None
+            width = 0 if a is None else round(100 * a)
+            bars.append(f'<div style="display:flex;align-items:center;gap:6px;font-family:sans-serif;font-size:90%">'
+                        f'<span style="width:5em">a<sub>{k}</sub></span>'
+                        f'<span style="display:inline-block;width:160px;height:12px;background:#eaeef2">'
+                        f'<span class="mtp-acceptance-bar" style="display:block;height:12px;width:{width}%;'
+                        f'background:{ACCEPTED}"></span></span>'
+                        f'<span>{"n/a" if a is None else f"{100 * a:.0f}%"}</span></div>')
+        ceiling = self.trace.draft_depth + 1 if self.trace else self.model_depth + 1
+        return (f'<div class="mtp-stats" style="margin-top:6px">'
+                f'<div class="mtp-tau" style="font-family:sans-serif;font-weight:bold">τ = {tau:.2f} tokens per '
+                f'main-model forward (ceiling D + 1 = {ceiling}) after {self.shown} step(s)</div>'
+                f'<div class="mtp-acceptance">{"".join(bars)}</div></div>')
+
+    def html(self) -> str:
+        notes = "".join(message_html(n, "info") for n in self.notes)
+        if self.error:
+            return f'<div class="mtp-stepper">{message_html(self.error, "warn")}{notes}</div>'
+        if self.trace is None:
+            return (f'<div class="mtp-stepper">{notes}{message_html("Press Step or Play to draft and verify.")}'
+                    f'{self.stats_html()}</div>')
+        t = self.trace
+        emitted = [] if t.first_token is None else [t.first_token]
+        for s in t.steps[:self.shown]:
+            emitted += s.emitted
+        text = (f'<div class="mtp-output" style="font-family:monospace;white-space:pre-wrap;margin:4px 0">'
+                f'<span style="color:#8c959f">{html.escape(show_text(self._decode(t.prompt)))}</span>'
+                f'<span>{html.escape(show_text(self._decode(emitted)))}</span></div>')
+        first = "" if t.first_token is None else (
+            '<div class="mtp-step" style="font-family:sans-serif;margin:2px 0;opacity:0.75">'
+            '<span style="display:inline-block;width:5.5em">prefill:</span>'
+            f'{self._tok(t.first_token, "mtp-token-first", "first token, from the prompt forward", EXTRA)}'
+            '<span style="color:#57606a"> main model on the prompt</span></div>')
+        steps = first + "".join(self.step_html(n, n == self.shown - 1) for n in range(self.shown))
+        pq = self.pq_table(self.shown - 1) if self.shown else ""
+        status = "finished" if self.done else f"step {self.shown} of {len(t.steps)}"
+        head = (f'<div style="font-family:sans-serif;color:#57606a">rule = {html.escape(t.rule)}, '
+                f'draft depth = {t.draft_depth}{" (lossy rule)" if t.lossy else ""}; {status}. '
+                f'<span style="color:{ACCEPTED}">accepted</span>, '
+                f'<span style="color:{REJECTED}"><s>rejected</s></span>, '
+                f'<span style="color:{EXTRA}">correction / bonus</span>; hover a token for p and q.</div>')
+        return f'<div class="mtp-stepper">{notes}{head}{text}{steps}{pq}{self.stats_html()}</div>'
