@@ -128,7 +128,8 @@ def run_train(args, argv: list[str]) -> int:
     if os.environ.get("RANK", "0") != "0":                 # under torchrun only rank 0 reports
         return 0
     if result.card is not None:
-        print(format_card_summary(result.card))
+        from .card import format_card
+        print(format_card(result.card))
     print(f"checkpoint: {out}" + (f"; export: {args.export}" if args.export else ""))
     return 0
 
@@ -180,56 +181,38 @@ def add_info(sub) -> None:
     p.set_defaults(func=run_info)
 
 
-def format_card_summary(card: dict) -> str:
-    val, sl = card["validation"], card["eval_slice"]
-    lines = [f"model      {card['name']}",
-             f"command    {card['command']}",
-             f"trained    {card['steps']} steps, {card['tokens_seen']:,} tokens, {card['training_time_s']:.0f} s "
-             f"on {card['hardware']}",
-             f"software   {card['software']}",
-             f"params     {card['params']['total']:,} ({card['weights_dtype']} storage)",
-             f"corpus     {card['corpus']['name']} sha256 {card['corpus']['sha256'][:16]}...",
-             f"validation {val['what']}",
-             "  depth  " + " ".join(f"{k:>7d}" for k in range(len(val['loss']))),
-             "  loss   " + " ".join(f"{x:7.4f}" for x in val["loss"]) + "   (nats/token)",
-             "  top-1  " + " ".join(f"{x:7.4f}" for x in val["acc"]),
-             f"eval slice ({len(sl['chunks'])} chunks, stored in the card; check with --verify)",
-             "  loss   " + " ".join(f"{x:7.4f}" for x in sl["loss"]),
-             "  top-1  " + " ".join(f"{x:7.4f}" for x in sl["acc"])]
-    return "\n".join(lines)
-
-
-def verify_card(state, card: dict) -> tuple[dict, float]:
-    """Recompute the eval-slice numbers; return them and the largest absolute difference."""
-    import torch
-
-    from .card import evaluate
-    chunks = torch.tensor(card["eval_slice"]["chunks"], dtype=torch.long)
-    got = evaluate(state.model, chunks)
-    D = state.model.config.mtp_depth
-    fresh = {"loss": [got[f"val_loss_{k}"] for k in range(D + 1)], "acc": [got[f"val_acc_{k}"] for k in range(D + 1)]}
-    diff = max(abs(a - b) for what in ("loss", "acc") for a, b in zip(fresh[what], card["eval_slice"][what]))
-    return fresh, diff
-
-
 def run_info(args, argv: list[str]) -> int:
+    from .card import check_card, format_card, verify_card
     state = load_model(args.model)
     card = state.card
     if card is None:
         meta = state.meta
-        print(f"{state.path}: no model card; step {meta.get('step')}, config {json.dumps(meta['config'])}")
+        print(f"{state.path}: no model card; step {meta.get('step')}, config {json.dumps(meta.get('config'))}")
         return 0
+    try:
+        check_card(card, str(state.path))
+    except ValueError as e:
+        raise UserError(str(e)) from None
     if args.json:
         print(json.dumps({k: v for k, v in card.items() if k != "eval_slice"} |
                          {"eval_slice": {k: v for k, v in card["eval_slice"].items() if k != "chunks"}}, indent=1))
     else:
-        print(format_card_summary(card))
+        print(format_card(card))
     if args.verify:
-        fresh, diff = verify_card(state, card)
-        ok = diff <= 1e-4
-        print("recomputed  loss " + " ".join(f"{x:7.4f}" for x in fresh["loss"]) +
-              " | top-1 " + " ".join(f"{x:7.4f}" for x in fresh["acc"]))
-        print(f"max |difference| {diff:.2e}: " + ("matches the card" if ok else "DOES NOT match the card"))
+        corpus = None
+        if card["corpus"]["name"] == "stdlib" and card.get("quality"):
+            from .data import stdlib_corpus
+            corpus = stdlib_corpus()
+        checks, gates = verify_card(state.model, state.tokenizer, card, corpus)
+        for line, ok in checks:
+            print(("ok    " if ok else "FAIL  ") + line)
+        for line, ok in gates:
+            print(("pass  " if ok else "below ") + "gate: " + line)
+        ok = all(ok for _, ok in checks)
+        print("verified: the card matches the stored weights" if ok else "NOT verified: see the FAIL lines")
+        if gates:
+            print("quality gates of the shipped models: " + ("all pass" if all(g for _, g in gates) else
+                                                              "not all pass (see 'below' lines)"))
         return 0 if ok else 1
     return 0
 

@@ -194,7 +194,7 @@ def train(model_config: MTPConfig, tc: TrainConfig, out: str | Path | None = Non
         hardware = hardware_description(device) + (f" x {world} processes" if world > 1 else "")
         card_kw = dict(corpus_info=corpus.describe(), val_data=val_data, tc=tc, name=name, command=command,
                        training_time_s=elapsed, tokens_seen=tc.steps * tc.batch_size * tc.seq_len,
-                       hardware=hardware, steps=tc.steps)
+                       hardware=hardware, steps=tc.steps, commands=commands, history=history)
         cpu_model = model.cpu() if device.type != "cpu" else model
         if out is not None:
             result.card = make_card(cpu_model, weights_dtype="float32", **card_kw)
@@ -206,7 +206,9 @@ def train(model_config: MTPConfig, tc: TrainConfig, out: str | Path | None = Non
                                  card=result.card)
         if export is not None:
             stored = rounded_copy(cpu_model, export_dtype)
-            result.card = make_card(stored, weights_dtype=export_dtype, **card_kw)
+            code = corpus.name == "stdlib"                 # the quality gates are for code models
+            result.card = make_card(stored, weights_dtype=export_dtype, tokenizer=tokenizer if code else None,
+                                    val_text=corpus.val if code else None, **card_kw)
             ckpt.save_checkpoint(export, stored, tokenizer,
                                  {**meta_common, "step": tc.steps, "history": history, "training_time_s": elapsed,
                                   "tokens_seen": card_kw["tokens_seen"]},
