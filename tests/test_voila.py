@@ -1,10 +1,11 @@
-"""The presenters' standalone page: Voila serves notebooks/stepper_demo.ipynb, Debian's Chromium opens it
-through Playwright, and pressing the stepper's Step button advances tau. Stopped with SIGTERM."""
+"""The presenters' standalone page, started by the README's command `bash scripts/run.sh --stepper` as CI runs
+it (root, no display): Voila serves notebooks/stepper_demo.ipynb, Debian's Chromium opens it through
+Playwright, and pressing the stepper's Step button advances tau. Stopped with SIGTERM to its process group:
+status 0, no process left, and no browser launched by the server (there is no display)."""
 import os
 import re
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -12,26 +13,22 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
+from test_run_script import assert_nothing_left, descendants, kill_group, run_env, start
 
 from browser import CHROMIUM, CHROMIUM_ARGS, _free_port
 
 pytest.importorskip("voila", reason="voila is not installed: pip install voila")
 ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOK = ROOT / "notebooks" / "stepper_demo.ipynb"
 SCREENSHOTS = ROOT / "build" / "screenshots"
 
 
 def start_voila(home: Path, port: int) -> subprocess.Popen:
-    env = dict(os.environ)
-    for var, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_DATA_DIR", "data"),
-                     ("JUPYTER_RUNTIME_DIR", "runtime"), ("IPYTHONDIR", "ipython"), ("MPLCONFIGDIR", "mpl")):
-        env[var] = str(home / sub)
-        (home / sub).mkdir(parents=True, exist_ok=True)
-    cmd = [sys.executable, "-m", "voila", str(NOTEBOOK), "--no-browser", f"--port={port}", "--Voila.ip=127.0.0.1"]
-    return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=open(home / "voila.log", "w"), stderr=subprocess.STDOUT)
+    """The README's command, headless, in its own process group; its output goes to home/run.log."""
+    return start(["--stepper", "--port", str(port), "--ip", "127.0.0.1"], home, run_env(home))
 
 
 def test_stepper_as_a_standalone_voila_page(tmp_path):
+    assert "bash scripts/run.sh --stepper" in (ROOT / "README.md").read_text()     # the command tested here
     assert Path(CHROMIUM).exists(), "Debian's chromium is missing: run `bash scripts/setup.sh --dev`"
     port = _free_port()
     url = f"http://127.0.0.1:{port}/"
@@ -46,7 +43,8 @@ def test_stepper_as_a_standalone_voila_page(tmp_path):
                 break
             except OSError:
                 if proc.poll() is not None or time.time() > deadline:
-                    raise RuntimeError(f"voila did not start; log:\n{(tmp_path / 'voila.log').read_text()[-3000:]}")
+                    raise RuntimeError(f"voila did not start; log:\n{(tmp_path / 'run.log').read_text()[-3000:]}") \
+                        from None
                 time.sleep(0.5)
         with sync_playwright() as pw:
             browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
@@ -60,6 +58,8 @@ def test_stepper_as_a_standalone_voila_page(tmp_path):
             for _ in range(3):
                 step.click()
                 page.wait_for_timeout(400)
+            started = descendants(proc.pid)           # the page's kernel (in a session of its own)
+            assert started, "Voila runs no kernel for the page"
             page.wait_for_function("() => /after [1-9]\\d* step/.test(document.querySelector('.mtp-tau').innerText)",
                                    timeout=30_000)
             after = tau.inner_text()
@@ -69,10 +69,11 @@ def test_stepper_as_a_standalone_voila_page(tmp_path):
             SCREENSHOTS.mkdir(parents=True, exist_ok=True)
             page.screenshot(path=str(SCREENSHOTS / "voila_stepper.png"), full_page=True)
             browser.close()
+        log = (tmp_path / "run.log").read_text()
+        assert f"Voilà is running at:\nhttp://127.0.0.1:{port}/" in log, log[-3000:]
+        assert "no display here" in log and not (tmp_path / "browser-calls").exists()
+        os.killpg(proc.pid, signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, (tmp_path / "run.log").read_text()[-3000:]
+        assert_nothing_left(proc.pid, started)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        kill_group(proc)

@@ -31,8 +31,8 @@ def walkthroughs(folder: Path) -> list[Path]:
 def execute(path: Path, write: bool = False, timeout: int = 600) -> float:
     """Run one notebook in a fresh kernel with its folder as working directory; returns seconds."""
     nb = nbformat.read(path, as_version=4)
-    env_dir = tempfile.mkdtemp(prefix="mtp-edu-mpl-")
-    os.environ.setdefault("MPLCONFIGDIR", env_dir)
+    if "MPLCONFIGDIR" not in os.environ:          # matplotlib's cache, out of the user's home; made once
+        os.environ["MPLCONFIGDIR"] = tempfile.mkdtemp(prefix="mtp-edu-mpl-")
     t0 = time.perf_counter()
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": str(path.parent)}}).execute()
