@@ -16,8 +16,9 @@ from .machine import pick_device
 def setup(device_name: str) -> tuple[int, int, torch.device]:
     """(rank, world size, device) of this process."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
+    device = pick_device(device_name)            # a device that is not here is an error before any work
     if world == 1:
-        return 0, 1, pick_device(device_name)
+        return 0, 1, device
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     use_cuda = torch.cuda.is_available() and device_name in ("auto", "cuda")
     if not dist.is_initialized():
@@ -48,6 +49,19 @@ def all_reduce_mean(tensors: list[torch.Tensor], world: int) -> None:
     for t in tensors:
         t.copy_(flat[offset:offset + t.numel()].view_as(t))
         offset += t.numel()
+
+
+def average_gradients(model: torch.nn.Module, world: int, extra: list[torch.Tensor] = ()) -> None:
+    """Give every process the mean gradient of every parameter (and the mean of each `extra` tensor).
+
+    A parameter that took no part in this process's loss has no gradient (None); it gets a zero
+    gradient first, so that it joins the average like on every other process and the optimizer
+    updates it the same way everywhere.
+    """
+    for p in model.parameters():
+        if p.requires_grad and p.grad is None:
+            p.grad = torch.zeros_like(p)
+    all_reduce_mean([p.grad for p in model.parameters() if p.requires_grad] + list(extra), world)
 
 
 def finish(world: int) -> None:

@@ -35,7 +35,12 @@ from .machine import hardware_description, load_average
 from .model import MTPModel
 from .presets import PRESETS, preset
 
-__all__ = ["train", "TrainConfig", "TrainResult", "preset", "PRESETS", "lr_at", "make_optimizer"]
+__all__ = ["train", "TrainConfig", "TrainResult", "TrainingDiverged", "preset", "PRESETS", "lr_at", "make_optimizer"]
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradient stopped being a finite number; the message names the step and says what
+    is on disk (the last checkpoint saved before it, never one holding NaN or inf)."""
 
 
 def lr_at(step: int, tc: TrainConfig) -> float:
@@ -71,11 +76,56 @@ def train(model_config: MTPConfig, tc: TrainConfig, out: str | Path | None = Non
           callback: Callable[[int, dict], None] | None = None) -> TrainResult:
     """Train an MTPModel; checkpoint to `out` (every save_every steps and at the end).
 
-    resume: continue from the checkpoint in `out` (its step, optimizer, RNG states and history).
+    resume: continue from the checkpoint in `out` (its step, optimizer, RNG states, history and
+    tokenizer) up to tc.steps, which may not be below the checkpoint's step.
     export: also write an inference-only copy there (weights in `export_dtype`, plus the card, whose
     numbers are measured on the exported weights).
     callback(step, record): called on rank 0 after every step (record = that step's losses).
+
+    `out` and `export` are checked before the first step (see checkpoint.check_target); without
+    `resume`, an `out` that already holds a checkpoint is refused rather than replaced. Training
+    stops with TrainingDiverged at the first step whose loss or gradient is not finite, before the
+    optimizer step; the last checkpoint saved before it stays on disk. result.model stays on the
+    device it was trained on, and torch's CPU thread count is restored on return.
     """
+    threads = torch.get_num_threads()
+    try:
+        return _train(model_config, tc, out, resume=resume, export=export, export_dtype=export_dtype, name=name,
+                      command=command, progress=progress, callback=callback)
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)       # tc.threads holds for this run only, not for a notebook's next cell
+
+
+def _finite(model: torch.nn.Module) -> bool:
+    """True if no weight holds NaN or inf."""
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _cpu_copy(model: MTPModel) -> MTPModel:
+    """A copy of the model on the CPU (for the card and the checkpoint): `model.cpu()` would move the
+    caller's model itself, which must stay on the device it was trained on."""
+    with torch.random.fork_rng(devices=[]):    # building a model draws from the global RNG: leave it as it was
+        copy = MTPModel(model.config)
+    copy.load_state_dict(model.state_dict())
+    return copy.eval()
+
+
+def _check_resumed_tokenizer(out: Path, state: ckpt.Checkpoint, record: dict, spec: str) -> None:
+    """A resumed run keeps the checkpoint's tokenizer: refuse a TrainConfig that names another one,
+    which the run's record would otherwise claim it used."""
+    recorded = (record["train_config"] or {}).get("tokenizer")
+    kind = state.tokenizer.to_dict().get("type")
+    if recorded is not None and recorded != spec:
+        raise ckpt.CheckpointError(f"cannot resume {out} with tokenizer {spec!r}: the run was trained with "
+                                   f"{recorded!r}, and a resumed run keeps its tokenizer (leave --tokenizer out)")
+    if recorded is None and spec.split(":")[0] != kind:
+        raise ckpt.CheckpointError(f"cannot resume {out} with tokenizer {spec!r}: the checkpoint's tokenizer is "
+                                   f"{state.tokenizer!r}, and a resumed run keeps its tokenizer")
+
+
+def _train(model_config: MTPConfig, tc: TrainConfig, out, *, resume, export, export_dtype, name, command,
+           progress, callback) -> TrainResult:
     if tc.compile and (os.name == "nt" or sys.platform == "win32"):
         raise ValueError("torch.compile is not supported on Windows; train with compile=False")
     rank, world, device = ddp.setup(tc.device)
@@ -86,24 +136,36 @@ def train(model_config: MTPConfig, tc: TrainConfig, out: str | Path | None = Non
     out = Path(out) if out is not None else None
     if resume and out is None:
         raise ValueError("resume=True needs the checkpoint directory `out`")
+    state = record = None
+    if resume:                                # checked before anything slow (the corpus, BPE training)
+        state, record = ckpt.load_checkpoint(out), ckpt.run_record(out)
+        if tc.steps < record["step"]:
+            raise ckpt.CheckpointError(f"cannot resume {out} with steps={tc.steps}: the checkpoint is at step "
+                                       f"{record['step']} already; give steps >= {record['step']} (the total, "
+                                       "not the steps to add)")
+        _check_resumed_tokenizer(out, state, record, tc.tokenizer)
+    if out is not None:
+        ckpt.check_target(out, overwrite=resume)
+    if export is not None:
+        ckpt.check_target(export, overwrite=True)    # an export is meant to be regenerated in place
     command = command or "mtp_edu.train.train(...)"
     torch.manual_seed(tc.seed)
 
     corpus = load_corpus(tc.data)
-    state = ckpt.load_checkpoint(out) if resume else None
     if state is not None:
-        recorded = state.meta.get("corpus", {}).get("sha256")
+        recorded = state.meta.get("corpus", {}).get("sha256") if isinstance(state.meta.get("corpus"), dict) else None
         if recorded != corpus.sha256:
             raise ckpt.CheckpointError(f"cannot resume {out}: it was trained on corpus {tc.data!r} with sha256 "
                                        f"{str(recorded)[:16]}..., this machine's corpus has {corpus.sha256[:16]}... "
                                        "(another Python version or a changed file)")
-        if state.meta["config"] != model_config.to_dict():
-            raise ckpt.CheckpointError(f"cannot resume {out}: its model config differs from the one given")
         tokenizer = state.tokenizer
     else:
         tokenizer = make_tokenizer(tc.tokenizer, corpus)
     if tokenizer.vocab_size != model_config.vocab_size:
         model_config = model_config.replace(vocab_size=tokenizer.vocab_size)   # BPE sets V
+    if state is not None and state.meta["config"] != model_config.to_dict():
+        differ = sorted(k for k, v in model_config.to_dict().items() if state.meta["config"].get(k) != v)
+        raise ckpt.CheckpointError(f"cannot resume {out}: its model config differs from the one given in {differ}")
     train_data, val_data = tokenizer.encode_tensor(corpus.train), tokenizer.encode_tensor(corpus.val)
 
     model = (state.model if state is not None else MTPModel(model_config)).to(device).train()
@@ -112,10 +174,16 @@ def train(model_config: MTPConfig, tc: TrainConfig, out: str | Path | None = Non
     start, history, past_time = 0, [], 0.0
     if state is not None:
         rng = ckpt.load_train_state(out, optimizer)
-        data_rng.set_state(rng["data"])
-        torch.set_rng_state(rng["torch"])
-        start, history = int(state.meta["step"]), list(state.meta.get("history", []))
-        past_time = float(state.meta.get("training_time_s", 0.0))
+        if not {"data", "torch"} <= set(rng):
+            raise ckpt.CheckpointError(f"cannot resume {out}: its {ckpt.TRAIN_STATE} lacks the random number "
+                                       f"generator states rng.data and rng.torch (it has {sorted(rng)})")
+        try:
+            data_rng.set_state(rng["data"])
+            torch.set_rng_state(rng["torch"])
+        except (RuntimeError, TypeError) as e:
+            raise ckpt.CheckpointError(f"cannot resume {out}: its random number generator states are "
+                                       f"malformed ({e})") from None
+        start, history, past_time = record["step"], list(record["history"]), record["training_time_s"]
     if world > 1:
         ddp.broadcast_parameters(model)
 
@@ -127,17 +195,31 @@ def train(model_config: MTPConfig, tc: TrainConfig, out: str | Path | None = Non
     from tqdm.auto import tqdm
     bar = tqdm(total=tc.steps, initial=start, disable=not progress or rank != 0, desc=name, unit="step",
                dynamic_ncols=True)
-    commands = (list(state.meta.get("commands", [state.meta.get("command")])) if state is not None else []) + [command]
+    commands = (record["commands"] if record is not None else []) + [command]
     meta_common = {"corpus": corpus.describe(), "command": command, "commands": commands,
                    "train_config": tc.to_dict(), "name": name}
 
+    last_saved = start if state is not None else None      # the step of the checkpoint now in `out`
+
+    def diverged(step: int, what: str) -> TrainingDiverged:
+        bar.close()
+        kept = ("nothing was saved (no checkpoint directory)" if out is None else
+                f"the last checkpoint, step {last_saved}, is kept in {out}" if last_saved is not None else
+                f"no checkpoint was saved before it (save_every={tc.save_every})")
+        return TrainingDiverged(f"training diverged at step {step}: {what}; it stopped there, and {kept}. Try a "
+                                f"lower learning rate (lr; at this step it was {lr_at(step - 1, tc):.3g})")
+
     def save(step: int, elapsed: float) -> None:
+        nonlocal last_saved
+        if not _finite(model):                     # checked on every rank: the weights are the same there
+            raise diverged(step, "the weights after its optimizer step are not finite")
         if out is not None and rank == 0:
             ckpt.save_checkpoint(out, model, tokenizer, {**meta_common, "step": step, "history": history,
                                                          "training_time_s": elapsed,
                                                          "tokens_seen": step * tc.batch_size * tc.seq_len},
                                  optimizer=optimizer, rng_states={"data": data_rng.get_state(),
                                                                   "torch": torch.get_rng_state()})
+            last_saved = step
 
     t0, sums, n_sum, last_val = time.perf_counter(), {}, 0, {}
     for step in range(start, tc.steps):
@@ -155,14 +237,20 @@ def train(model_config: MTPConfig, tc: TrainConfig, out: str | Path | None = Non
         values = torch.stack([parts.total.detach(), parts.main.detach(),
                               *[loss.detach() for loss in parts.depths]]).float()
         if world > 1:
-            grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
-            ddp.all_reduce_mean(grads + [values], world)
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip) if tc.grad_clip > 0 else None
+            ddp.average_gradients(model, world, [values])
+        # the global gradient norm, clipped to grad_clip when that is > 0 (max_norm=inf scales by 1: a no-op)
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip if tc.grad_clip > 0 else math.inf)
+        if not bool(torch.isfinite(values).all()):          # before the optimizer step: the weights stay finite
+            raise diverged(step + 1, f"the loss is {float(values[0])}, per depth "
+                                     f"{[float(v) for v in values[1:]]} (not finite)")
+        if not bool(torch.isfinite(grad_norm)):
+            raise diverged(step + 1, f"the loss is {float(values[0]):.4g} but the gradient norm is "
+                                     f"{float(grad_norm)} (not finite)")
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
 
         record = {"loss": float(values[0]), **{f"loss_{k}": float(values[k + 1]) for k in range(D + 1)}}
-        if grad_norm is not None:
+        if tc.grad_clip > 0:
             record["grad_norm"] = float(grad_norm)
         for key, value in record.items():
             sums[key] = sums.get(key, 0.0) + value
@@ -187,6 +275,8 @@ def train(model_config: MTPConfig, tc: TrainConfig, out: str | Path | None = Non
         if callback is not None and rank == 0:
             callback(done, record)
     bar.close()
+    if not _finite(model):
+        raise diverged(tc.steps, "the weights after its optimizer step are not finite")
     elapsed = past_time + time.perf_counter() - t0
     model.eval()
     result = TrainResult(model, tokenizer, history, None, out, corpus.describe())
@@ -195,7 +285,7 @@ def train(model_config: MTPConfig, tc: TrainConfig, out: str | Path | None = Non
         card_kw = dict(corpus_info=corpus.describe(), val_data=val_data, tc=tc, name=name, command=command,
                        training_time_s=elapsed, tokens_seen=tc.steps * tc.batch_size * tc.seq_len,
                        hardware=hardware, steps=tc.steps, commands=commands, history=history)
-        cpu_model = model.cpu() if device.type != "cpu" else model
+        cpu_model = _cpu_copy(model)              # on every device, so the CPU tests run the GPU's code path
         if out is not None:
             result.card = make_card(cpu_model, weights_dtype="float32", **card_kw)
             ckpt.save_checkpoint(out, cpu_model, tokenizer,

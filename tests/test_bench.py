@@ -3,6 +3,7 @@ import json
 
 import pytest
 
+from mtp_edu.cli import UserError, main
 from mtp_edu.data import ByteTokenizer
 from mtp_edu.tools import bench
 
@@ -44,15 +45,40 @@ def test_prompts_come_from_held_out_text():
     assert len({tuple(p) for p in prompts}) == 3
 
 
-@pytest.mark.parametrize("argv", [["--depths", "0"], ["--depths", "a"], ["--rounds", "0"]])
-def test_bad_arguments(argv):
-    with pytest.raises(SystemExit):
+@pytest.mark.parametrize("argv, message", [(["--depths", "0"], "--depths must be >= 1"),
+                                           (["--depths", "a"], "comma-separated integers"),
+                                           (["--rounds", "0"], "argument --rounds")])
+def test_bad_arguments(argv, message):
+    with pytest.raises(UserError, match=message):
         bench.main(argv)
 
 
 def test_unknown_model_is_a_clear_error(capsys):
-    assert bench.main(["--models", "no-such-model", "--prompts", "1", "--rounds", "1"]) == 2
+    assert main(["bench", "--models", "no-such-model", "--prompts", "1", "--rounds", "1"]) == 2
     assert "no-such-model" in capsys.readouterr().err
+
+
+def test_depths_beyond_the_model_s_d_are_an_error_naming_d(monkeypatch, capsys):
+    monkeypatch.setattr(bench, "load_model", lambda spec: (tiny_model(mtp_depth=3, max_seq_len=40).float(),
+                                                           ByteTokenizer()))
+    assert main(["bench", "--models", "tiny", "--depths", "2,5", "--prompts", "1", "--rounds", "1",
+                 "--new-tokens", "4", "--prompt-tokens", "8"]) == 2
+    err = capsys.readouterr().err
+    assert "tiny has D = 3 MTP modules, so its draft depths are 1..3" in err and "experimental_reuse_modules" in err
+    with pytest.raises(ValueError, match=r"draft depths \[5\] are not in 1..D .* D = 3"):
+        bench.bench_model(tiny_model(mtp_depth=3).float(), [[1, 2, 3]], 4, [1, 5], rounds=1)
+
+
+def test_files_and_context_are_checked_before_anything_is_timed(tmp_path, monkeypatch, capsys):
+    def never(*args, **kwargs):
+        raise AssertionError("benchmarked before the arguments were checked")
+    monkeypatch.setattr(bench, "bench_model", never)
+    args = ["bench", "--models", "random:linear", "--prompts", "1", "--rounds", "1", "--new-tokens", "4"]
+    assert main([*args, "--out", str(tmp_path / "missing" / "x.json")]) == 2
+    assert "the folder" in capsys.readouterr().err
+    assert main([*args, "--prompt-tokens", "300"]) == 2                    # random:* models have 256 positions
+    assert "300 + --new-tokens 4 = 304 tokens do not fit random:linear's context of 256" in capsys.readouterr().err
+    assert not (tmp_path / "missing").exists()
 
 
 def test_compile_flag_compiles_the_model_before_any_timing(tmp_path, monkeypatch):

@@ -1,6 +1,7 @@
 """The FLOP model behind `mtp-edu bench train`, checked against torch's own FLOP counter."""
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -35,8 +36,8 @@ def test_memory_efficient_loss_keeps_one_logits_tensor_alive():
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="peak RSS is read from /proc (Linux)")
 def test_main_reports_ratios_memory_and_the_machine(tmp_path, capsys):
     out = tmp_path / "train.json"
-    main(["--quick", "--d-model", "32", "--n-layers", "1", "--batch", "2", "--seq", "16", "--styles", "linear",
-          "--rounds", "1", "--out", str(out)])
+    assert main(["--quick", "--d-model", "32", "--n-layers", "1", "--batch", "2", "--seq", "16", "--styles", "linear",
+                 "--rounds", "1", "--device", "cpu", "--out", str(out)]) == 0          # an exit status, not the dict
     printed = capsys.readouterr().out
     assert "excess" in printed and "lean / D=0" in printed and "load average" in printed
     report = json.loads(out.read_text())
@@ -47,3 +48,29 @@ def test_main_reports_ratios_memory_and_the_machine(tmp_path, capsys):
     assert set(report["peak_memory"]) == {"256", "32768"} and f"{os.cpu_count()} CPU cores" in report["hardware"]
     assert report["rounds"] == 1 and report["command"].endswith(f"--out {out}")
     assert report["load_average_1min"] >= 0
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--d-model", "7"], "--d-model 7, --n-layers 6, --seq 256: MTPConfig.d_model=7 is not allowed"),
+    (["--seq", "2"], "--seq 2: MTPConfig.max_seq_len"),
+    (["--styles", "linear,bogus"], "--styles: 'bogus' is not a style; choose from sequential, parallel, linear"),
+    (["--batch", "0"], "argument --batch: expected an integer >= 1"),
+    (["--out", "MISSING/x.json"], "the folder"),
+])
+def test_bad_arguments_are_refused_before_anything_is_measured(argv, message, tmp_path, monkeypatch):
+    from mtp_edu.cli import UserError
+    from mtp_edu.tools import bench_train
+
+    def never(*args, **kwargs):
+        raise AssertionError("measured before the arguments were checked")
+    monkeypatch.setattr(bench_train, "time_steps", never)
+    monkeypatch.setattr(bench_train, "peak_step_memory", never)
+    with pytest.raises(UserError, match=re.escape(message)):
+        main([a.replace("MISSING", str(tmp_path / "missing")) for a in argv] + ["--device", "cpu"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message on a machine without CUDA")
+def test_cuda_without_cuda_is_refused():
+    from mtp_edu.cli import UserError
+    with pytest.raises(UserError, match="--device cuda: device='cuda' is not available"):
+        main(["--device", "cuda"])

@@ -1,6 +1,7 @@
 """Checkpoints (mtp_edu.checkpoint): bit-exact round trips, atomic writes, clear errors, no pickle."""
 import json
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -218,6 +219,139 @@ def test_card_is_hash_checked(saved):
     (saved / ckpt.CARD).write_text('{"name": "forged"}')
     with pytest.raises(CheckpointError, match="card.json"):
         ckpt.read_card(saved)
+
+
+def test_an_absurd_config_is_refused_before_anything_is_allocated(saved, monkeypatch):
+    """A one-line edit (vocab_size 4e9) would make MTPModel allocate 1 TB: the config is compared with the
+    shapes in the file's header first, and the only model built before that is on the meta device."""
+    rewrite_meta(saved, lambda m: m["config"].update(vocab_size=4_000_000_000))
+    built, real = [], ckpt.MTPModel
+
+    def recording(config):
+        model = real(config)
+        built.append(next(model.parameters()).device.type)
+        return model
+    monkeypatch.setattr(ckpt, "MTPModel", recording)
+    monkeypatch.setattr(ckpt, "_read_tensors", lambda file: pytest.fail("tensors loaded before the shapes' check"))
+    with pytest.raises(CheckpointError, match=r"vocab_size=4000000000\).*shape mismatch embed\.weight: \(256, 32\) "
+                                              r"in the file, \(4000000000, 32\) from the config"):
+        load_checkpoint(saved)
+    assert built == ["meta"]
+
+
+def test_header_shapes_and_dtypes_are_read_without_loading(saved):
+    header = ckpt.read_header(saved / ckpt.WEIGHTS)
+    assert header["embed.weight"] == ((256, 32), "F32")
+    assert ckpt.expected_shapes(MTPConfig(**CFG)) == {k: shape for k, (shape, _) in header.items()}
+
+
+def test_integer_weights_are_refused(saved):
+    path = saved / ckpt.WEIGHTS
+    state = load_file(str(path))
+    state["norm.weight"] = state["norm.weight"].long()
+    save_file(state, str(path))
+    rewrite_meta(saved, lambda m: m["files"][ckpt.WEIGHTS].update(bytes=path.stat().st_size,
+                                                                  sha256=ckpt.sha256_file(path)))
+    with pytest.raises(CheckpointError, match="tensor norm.weight has dtype I64; weights must be floating point"):
+        load_checkpoint(saved)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: m["optimizer"].pop("param_groups"), "optimizer.param_groups is missing"),
+    (lambda m: m["optimizer"].update(param_groups="all"), "optimizer.param_groups is missing or is not a list"),
+    (lambda m: m["optimizer"].update(scalars={"step": 1.0}), "malformed optimizer key 'step'; expected INDEX.NAME"),
+    (lambda m: m["optimizer"].update(scalars={"x.step": 1.0}), "malformed optimizer key 'x.step'"),
+    (lambda m: m["optimizer"].update(scalars=[1]), "optimizer.scalars must be an object"),
+    (lambda m: m.pop("optimizer"), "lacks the optimizer section"),
+    (lambda m: m["optimizer"]["param_groups"][0].pop("params"), "does not fit this model/optimizer: KeyError"),
+])
+def test_damaged_optimizer_metadata_is_a_checkpoint_error(saved, damage, message):
+    rewrite_meta(saved, damage)
+    model, _ = trained_model()
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        load_train_state(saved, torch.optim.AdamW(model.parameters()))
+
+
+def test_a_malformed_tensor_key_in_the_training_state_is_a_checkpoint_error(saved):
+    path = saved / ckpt.TRAIN_STATE
+    tensors = load_file(str(path))
+    tensors["optimizer.state.nodot"] = torch.zeros(1)
+    save_file(tensors, str(path))
+    rewrite_meta(saved, lambda m: m["files"][ckpt.TRAIN_STATE].update(bytes=path.stat().st_size,
+                                                                      sha256=ckpt.sha256_file(path)))
+    model, _ = trained_model()
+    with pytest.raises(CheckpointError, match="malformed optimizer key 'nodot'"):
+        load_train_state(saved, torch.optim.AdamW(model.parameters()))
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda m: m.pop("step"), "'step' is None"),
+    (lambda m: m.update(step=-1), "'step' is -1"),
+    (lambda m: m.update(step=True), "'step' is True"),
+    (lambda m: m.update(history={"a": 1}), "'history' must be a list of objects"),
+    (lambda m: m.update(training_time_s="long"), "'training_time_s' is 'long'"),
+    (lambda m: m.update(commands=[1]), "'commands' must be a list of strings"),
+    (lambda m: m.update(train_config=[]), "'train_config' must be an object"),
+])
+def test_run_record_names_what_is_missing_or_malformed(saved, damage, message):
+    rewrite_meta(saved, lambda m: m.update(step=2, history=[], train_config={}))
+    assert ckpt.run_record(saved)["step"] == 2
+    rewrite_meta(saved, damage)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        ckpt.run_record(saved)
+
+
+def test_symbolic_links_that_lead_nowhere_are_named_as_such(saved, tmp_path):
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    with pytest.raises(CheckpointError, match="is a symbolic link loop"):
+        load_checkpoint(tmp_path / "loop")
+    (tmp_path / "dangling").symlink_to(tmp_path / "gone")
+    with pytest.raises(CheckpointError, match="is a symbolic link to .*gone.*, which does not exist"):
+        load_checkpoint(tmp_path / "dangling")
+    (tmp_path / "link").symlink_to(saved)                         # a link to a checkpoint is fine
+    assert load_checkpoint(tmp_path / "link").meta["files"]
+
+
+def test_weights_with_nan_or_inf_are_never_saved(saved):
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    model, opt = trained_model(init_seed=4)
+    with torch.no_grad():
+        model.norm.weight[0] = float("nan")
+    with pytest.raises(CheckpointError, match=r"weights \(stored as float32\) hold NaN or inf in \['norm.weight'\]"):
+        save_checkpoint(saved, model, ByteTokenizer(), optimizer=opt)
+    with torch.no_grad():
+        model.norm.weight[0] = 1e6                                  # finite, but not in float16
+    with pytest.raises(CheckpointError, match=r"stored as float16\) hold NaN or inf in \['norm.weight'\]"):
+        save_checkpoint(saved, model, ByteTokenizer(), dtype="float16")
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+    assert sorted(p.name for p in saved.parent.iterdir()) == ["c"]          # no partial directory either
+
+
+def test_nan_in_the_metadata_is_named_and_nothing_is_written(saved):
+    before = {p.name: p.read_bytes() for p in saved.iterdir()}
+    model, _ = trained_model()
+    with pytest.raises(CheckpointError, match=r"history\[1\]\.loss = nan in checkpoint\.json is not a finite number"):
+        save_checkpoint(saved, model, ByteTokenizer(), {"history": [{"loss": 1.0}, {"loss": float("nan")}]})
+    with pytest.raises(CheckpointError, match=r"validation\.loss\[0\] = inf in card\.json"):
+        save_checkpoint(saved, model, ByteTokenizer(), card={"validation": {"loss": [float("inf")]}})
+    assert {p.name: p.read_bytes() for p in saved.iterdir()} == before
+
+
+@pytest.mark.parametrize("place, overwrite, message", [
+    ("file", False, "is a file; a checkpoint is a directory"),
+    ("foreign", False, "is a directory with other files and no checkpoint"),
+    ("c", False, "already holds a checkpoint; a new run would replace it"),           # its meta records no step
+    ("file/sub", False, "file is a file, not a directory"),
+])
+def test_check_target_refuses_what_a_save_would_refuse_or_destroy(saved, tmp_path, place, overwrite, message):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "a.txt").write_text("x")
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        ckpt.check_target(tmp_path / place, overwrite=overwrite)
+    assert ckpt.check_target(saved, overwrite=True) == saved
+    assert ckpt.check_target(tmp_path / "new" / "deeper") == tmp_path / "new" / "deeper"
+    assert not (tmp_path / "new").exists()                                   # the check writes nothing
 
 
 def test_no_pickle_anywhere_in_our_io():

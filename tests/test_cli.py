@@ -38,10 +38,67 @@ def test_resume_from_the_command_line(run_dir, tmp_path):
     assert ckpt.read_meta(copy)["step"] == 5
 
 
+def _copy(run_dir, tmp_path):
+    import shutil
+    return shutil.copytree(run_dir, tmp_path / "run")
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--steps", "2"], "is at step 3 already; give steps >= 3"),                 # would relabel step 3 as 2
+    (["--tokenizer", "bpe:300"], "was trained with 'byte', and a resumed run keeps its tokenizer"),
+])
+def test_resume_refuses_to_rewrite_the_run_s_history(extra, message, run_dir, tmp_path, capsys):
+    copy = _copy(run_dir, tmp_path)
+    before = (copy / ckpt.META).read_bytes()
+    assert main(["train", "--resume", "--out", str(copy), "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+    assert (copy / ckpt.META).read_bytes() == before                            # the checkpoint is untouched
+
+
+def test_a_resumed_run_keeps_its_name_whatever_the_preset(run_dir, tmp_path):
+    copy = _copy(run_dir, tmp_path)
+    assert main(["train", "--preset", "mtp-d0", "--resume", "--out", str(copy), "--steps", "4",
+                 "--no-progress"]) == 0
+    meta = ckpt.read_meta(copy)
+    assert meta["name"] == "tiny" and meta["step"] == 4 and meta["config"]["mtp_depth"] == 2
+
+
+def test_a_new_run_into_a_checkpoint_is_refused_before_any_step(run_dir, tmp_path, capsys):
+    copy = _copy(run_dir, tmp_path)
+    before = (copy / ckpt.WEIGHTS).read_bytes()
+    assert main(["train", *SMALL, "--steps", "3", "--out", str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a checkpoint at step 3" in err and "--resume" in err and err.count("\n") == 1
+    assert (copy / ckpt.WEIGHTS).read_bytes() == before
+
+
+def test_resume_of_damaged_metadata_is_a_clear_error(run_dir, tmp_path, capsys):
+    copy = _copy(run_dir, tmp_path)
+
+    def rewrite(change):
+        meta = json.loads((copy / ckpt.META).read_text())
+        change(meta)
+        (copy / ckpt.META).write_text(json.dumps(meta))
+    rewrite(lambda m: m.pop("train_config"))                                   # as saved through the API
+    assert main(["train", "--resume", "--out", str(copy), "--no-progress"]) == 2
+    assert "records no training config" in capsys.readouterr().err
+    rewrite(lambda m: m.update(train_config={**ckpt.read_meta(run_dir)["train_config"]},
+                               optimizer={**m["optimizer"], "scalars": {"zero.step": 3.0}}))
+    assert main(["train", "--resume", "--out", str(copy), "--steps", "4", "--no-progress"]) == 2
+    assert "malformed optimizer key 'zero.step'" in capsys.readouterr().err
+    rewrite(lambda m: m.update(optimizer={"scalars": {}}))
+    assert main(["train", "--resume", "--out", str(copy), "--steps", "4", "--no-progress"]) == 2
+    assert "optimizer.param_groups is missing" in capsys.readouterr().err
+    rewrite(lambda m: m.update(step="three"))
+    assert main(["train", "--resume", "--out", str(copy), "--steps", "4", "--no-progress"]) == 2
+    assert "'step' is 'three'" in capsys.readouterr().err
+
+
 def test_info_prints_and_verifies_the_card(run_dir, capsys):
     assert main(["info", str(run_dir), "--verify"]) == 0
     out = capsys.readouterr().out
-    assert "mtp-edu train --preset tiny" in out and "matches the card" in out
+    assert "mtp-edu train --preset tiny" in out and "verified: the card matches the stored weights" in out
     assert main(["info", str(run_dir), "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["steps"] == 3
 
@@ -58,7 +115,8 @@ def test_info_verify_catches_numbers_that_do_not_match(run_dir, tmp_path, capsys
                                 "sha256": ckpt.sha256_file(copy / ckpt.CARD)}
     (copy / ckpt.META).write_text(json.dumps(meta))
     assert main(["info", str(copy), "--verify"]) == 1
-    assert "DOES NOT match" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "NOT verified" in out and "FAIL  eval slice" in out
 
 
 def test_generate_continues_the_prompt(run_dir, capsys):
@@ -74,15 +132,17 @@ def test_generate_continues_the_prompt(run_dir, capsys):
     ([], "required"),
     (["train", "--preset", "huge"], "invalid choice"),
     (["train", "--steps", "0"], "expected an integer >= 1"),
-    (["train", "--lr", "fast"], "expected a number"),
+    (["train", "--lr", "fast"], "expected a finite number > 0, got 'fast'"),
+    (["train", "--lr", "inf"], "expected a finite number > 0, got 'inf'"),
+    (["train", "--mtp-lambda", "nan"], "argument --mtp-lambda: expected a finite number >= 0, got 'nan'"),
     (["generate"], "--prompt"),
     (["frobnicate"], "invalid choice"),
 ])
-def test_bad_arguments_exit_2_with_usage(argv, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        main(argv)
-    assert exit_info.value.code == 2
-    assert message in capsys.readouterr().err
+def test_bad_arguments_exit_2_in_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("mtp-edu: error: ") and message in err and err.count("\n") == 1
+    assert "--help)" in err                                      # where to read the usage
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -2,6 +2,7 @@
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,13 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 
+import mtp_edu.train as train_module
 from mtp_edu import MTPConfig
 from mtp_edu.card import evaluate
 from mtp_edu.checkpoint import CheckpointError, load_checkpoint, read_meta
 from mtp_edu.data import synthetic_corpus
 from mtp_edu.losses import mtp_loss
 from mtp_edu.model import MTPModel
-from mtp_edu.train import PRESETS, TrainConfig, lr_at, preset, train
+from mtp_edu.train import PRESETS, TrainConfig, TrainingDiverged, lr_at, preset, train
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = MTPConfig(vocab_size=256, d_model=32, n_layers=2, n_heads=4, max_seq_len=32, mtp_depth=2)
@@ -136,6 +138,182 @@ def test_bpe_training_sets_the_vocabulary(tmp_path):
     assert result.model.config.vocab_size == result.tokenizer.vocab_size <= 300
     back = load_checkpoint(tmp_path / "bpe")
     assert back.tokenizer.encode("def f(x):") == result.tokenizer.encode("def f(x):")
+
+
+def test_a_bpe_run_resumes_through_the_python_api(tmp_path):
+    """The caller's config says vocab_size=256; the run's BPE tokenizer set it to its own size."""
+    config = tc(steps=2, tokenizer="bpe:260", eval_every=0)
+    first = train(MODEL, config, tmp_path / "bpe", progress=False)
+    assert first.model.config.vocab_size == first.tokenizer.vocab_size != MODEL.vocab_size
+    resumed = train(MODEL, tc(steps=3, tokenizer="bpe:260", eval_every=0), tmp_path / "bpe", resume=True,
+                    progress=False)
+    assert read_meta(tmp_path / "bpe")["step"] == 3 and [r["step"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.tokenizer.to_dict() == first.tokenizer.to_dict()
+
+
+def test_resume_refuses_fewer_steps_and_another_tokenizer(tmp_path):
+    train(MODEL, tc(steps=3, eval_every=0), tmp_path / "run", progress=False)
+    before = (tmp_path / "run" / "checkpoint.json").read_bytes()
+    with pytest.raises(CheckpointError, match="with steps=2: the checkpoint is at step 3 already"):
+        train(MODEL, tc(steps=2, eval_every=0), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(CheckpointError, match="tokenizer 'bpe:300': the run was trained with 'byte'"):
+        train(MODEL, tc(steps=4, tokenizer="bpe:300", eval_every=0), tmp_path / "run", resume=True, progress=False)
+    assert (tmp_path / "run" / "checkpoint.json").read_bytes() == before
+    same = train(MODEL, tc(steps=3, eval_every=0), tmp_path / "run", resume=True, progress=False)
+    assert [r["step"] for r in same.history] == [1, 2, 3] and read_meta(tmp_path / "run")["step"] == 3
+
+
+# ---- run safety: non-finite losses, bad output places, the caller's model and threads -----------
+def poison(monkeypatch, at_step: int, what: str) -> None:
+    """Make mtp_loss give a NaN loss ("loss") or a finite loss with a NaN gradient ("gradient") at
+    0-based step `at_step` of train(): sqrt(0 * x) is 0, and its derivative inf * 0 is NaN."""
+    real = train_module.mtp_loss
+
+    def loss(output, targets, *args):
+        parts = real(output, targets, *args)
+        if args[1] == at_step:
+            parts.total = parts.total * float("nan") if what == "loss" else \
+                parts.total + torch.sqrt(output.logits[0].sum() * 0)
+        return parts
+    monkeypatch.setattr(train_module, "mtp_loss", loss)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
+    config = tc(steps=8, save_every=2, eval_every=0)
+    full = train(MODEL, config, tmp_path / "full", progress=False)
+
+    def kill_at_5(step, record):
+        if step == 5:
+            raise Killed
+    with pytest.raises(Killed):                            # the same run, cut where the other one diverges
+        train(MODEL, config, tmp_path / "cut", progress=False, callback=kill_at_5)
+    poison(monkeypatch, at_step=4, what="loss")
+    with pytest.raises(TrainingDiverged, match=r"diverged at step 5: the loss is nan, per depth .*not finite.*"
+                                               r"the last checkpoint, step 4, is kept in .*run"):
+        train(MODEL, config, tmp_path / "run", progress=False)
+    kept = load_checkpoint(tmp_path / "run")
+    assert kept.meta["step"] == 4 and same_weights(kept.model, load_checkpoint(tmp_path / "cut").model)
+    assert all(torch.isfinite(p).all() for p in kept.model.parameters())
+    json.dumps(read_meta(tmp_path / "run"), allow_nan=False)
+    monkeypatch.undo()                                     # the fault is gone: resume finishes bit-exactly
+    resumed = train(MODEL, config, tmp_path / "run", resume=True, progress=False)
+    assert same_weights(resumed.model, full.model)
+
+
+def test_a_nan_gradient_stops_the_run_before_the_optimizer_step(tmp_path, monkeypatch):
+    poison(monkeypatch, at_step=1, what="gradient")
+    steps = []
+    with pytest.raises(TrainingDiverged, match=r"at step 2: the loss is [0-9.]+ but the gradient norm is nan .*"
+                                               r"no checkpoint was saved before it \(save_every=0\)"):
+        train(MODEL, tc(steps=4, eval_every=0), tmp_path / "run", progress=False,
+              callback=lambda step, record: steps.append(step))
+    assert steps == [1] and not (tmp_path / "run").exists()
+
+
+def test_a_diverged_run_through_the_api_without_out_says_so(monkeypatch):
+    poison(monkeypatch, at_step=0, what="loss")
+    with pytest.raises(TrainingDiverged, match="at step 1: .*nothing was saved"):
+        train(MODEL, tc(steps=2, eval_every=0, grad_clip=0.0), None, progress=False)
+
+
+def no_corpus_loaded(spec):
+    """Loading the corpus is the first slow thing train() does: a bad place must be refused before it."""
+    raise AssertionError("the run started before its output place was checked")
+
+
+@pytest.mark.parametrize("place, message", [
+    ("file.txt", "is a file; a checkpoint is a directory"),
+    ("foreign", "is a directory with other files and no checkpoint"),
+    ("file.txt/run", "file.txt is a file, not a directory"),
+    ("done", "already holds a checkpoint at step 1; a new run would replace it: continue it with --resume"),
+    ("loop", "is a symbolic link loop"),
+])
+def test_a_bad_out_is_refused_before_the_first_step(place, message, tmp_path, monkeypatch):
+    train(MODEL, tc(steps=1, eval_every=0), tmp_path / "done", progress=False)
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("precious")
+    (tmp_path / "loop").symlink_to(tmp_path / "loop")
+    before = sorted(str(p) for p in tmp_path.rglob("*") if not p.is_symlink())
+    monkeypatch.setattr(train_module, "load_corpus", no_corpus_loaded)
+    with pytest.raises(CheckpointError, match=re.escape(message)):
+        train(MODEL, tc(steps=1, save_every=0), tmp_path / place, progress=False)
+    if place != "done":                                # an export place alike (an export may be regenerated)
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            train(MODEL, tc(steps=1), tmp_path / "new", export=tmp_path / place, progress=False)
+    assert sorted(str(p) for p in tmp_path.rglob("*") if not p.is_symlink()) == before
+
+
+@pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root may write anywhere")
+def test_an_unwritable_out_is_refused_before_the_first_step(tmp_path, monkeypatch):
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    monkeypatch.setattr(train_module, "load_corpus", no_corpus_loaded)
+    try:
+        with pytest.raises(CheckpointError, match="is not writable"):
+            train(MODEL, tc(steps=1), locked / "run", progress=False)
+    finally:
+        locked.chmod(0o700)
+
+
+class Watched(MTPModel):
+    """An MTPModel that records every move or cast (.to, .cpu, .cuda, .float, ... all go through _apply)."""
+    made: list = []
+    moves: list = []
+    started = False                       # set once the training loop has run a step
+
+    def __init__(self, config):
+        super().__init__(config)
+        Watched.made.append(self)
+
+    def _apply(self, fn, recurse=True):
+        Watched.moves.append((self, Watched.started))
+        return super()._apply(fn, recurse)
+
+
+def test_train_leaves_the_trained_model_where_it_trained(tmp_path, monkeypatch):
+    """After training, result.model is the very model that trained, never moved: on a GPU it stays there
+    (`model.cpu()` moved it in place). The card and checkpoint are written from a CPU copy on every device,
+    so this CPU run takes the same path as a GPU run."""
+    Watched.made, Watched.moves, Watched.started = [], [], False
+    monkeypatch.setattr(train_module, "MTPModel", Watched)
+    seen = {}
+
+    def at_last_step(step, record):
+        Watched.started = True
+        model = Watched.made[0]
+        seen.update(params=[id(p) for p in model.parameters()], ptrs=[p.data_ptr() for p in model.parameters()])
+    result = train(MODEL, tc(steps=2, eval_every=0), tmp_path / "run", export=tmp_path / "export",
+                   progress=False, callback=at_last_step)
+    trained = Watched.made[0]
+    assert result.model is trained
+    assert [moved for moved, started in Watched.moves if moved is trained and started] == []   # no move after
+    assert [id(p) for p in result.model.parameters()] == seen["params"]
+    assert [p.data_ptr() for p in result.model.parameters()] == seen["ptrs"]
+    assert same_weights(load_checkpoint(tmp_path / "run").model, result.model)
+
+
+def test_train_restores_the_thread_count_even_when_it_fails(tmp_path):
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        train(MODEL, tc(steps=1, eval_every=0, threads=1), None, progress=False)
+        assert torch.get_num_threads() == 2
+        with pytest.raises(CheckpointError, match="does not exist"):           # fails after the threads are set
+            train(MODEL, tc(steps=1, threads=1), tmp_path / "nothing", resume=True, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_resume_of_an_api_checkpoint_without_a_step_is_a_clear_error(tmp_path):
+    from mtp_edu.checkpoint import save_checkpoint
+    from mtp_edu.data import ByteTokenizer
+    model = MTPModel(MODEL)
+    save_checkpoint(tmp_path / "api", model, ByteTokenizer(), optimizer=torch.optim.AdamW(model.parameters()))
+    with pytest.raises(CheckpointError, match="'step' is None; a resumable checkpoint records its step"):
+        train(MODEL, tc(steps=2), tmp_path / "api", resume=True, progress=False)
 
 
 def test_compile_is_refused_on_windows(monkeypatch):

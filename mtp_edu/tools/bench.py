@@ -18,7 +18,6 @@ thread adds synchronisation and competes with everything else on a 2-core machin
 """
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import statistics
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ..cli import ArgumentParser, UserError, _number, _positive_int, check_output_file
 from ..config import MTPConfig
 from ..data import ByteTokenizer, stdlib_corpus
 from ..decoding import compile_for_decoding, generate, speculative_generate
@@ -79,8 +79,16 @@ def _timed(fn, *args, **kwargs):
 
 def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, depths: list[int],
                 rounds: int, min_confidence: float = 0.0) -> dict:
-    """Alternate baseline / variant runs on every prompt; return per-variant medians and trace stats."""
-    depths = [d for d in depths if d <= model.config.mtp_depth]
+    """Alternate baseline / variant runs on every prompt; return per-variant medians and trace stats.
+
+    Every depth must lie in 1..D, the model's MTP modules (ValueError otherwise): a depth beyond D
+    would need modules reused cyclically (speculative_generate's experimental_reuse_modules), which
+    this benchmark does not measure."""
+    D = model.config.mtp_depth
+    beyond = [d for d in depths if not 1 <= d <= D]
+    if beyond:
+        raise ValueError(f"draft depths {beyond} are not in 1..D for this model, which has D = {D} MTP modules"
+                         + ("" if D else " (a next-token model: prompt lookup only, give no depths)"))
     variants = [(f"mtp d={d}", dict(draft_depth=d)) for d in depths]
     if min_confidence > 0 and depths:
         variants.append((f"mtp d={max(depths)} q>={min_confidence:g}",
@@ -128,50 +136,65 @@ def format_table(results: dict) -> str:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="mtp-edu bench", description=__doc__.split("\n\n")[0])
+    """The benchmark as a command. Bad arguments, models and files are refused (UserError, exit status 2
+    from mtp-edu) before anything is timed; returns 0."""
+    parser = ArgumentParser(prog="mtp-edu bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help="comma-separated: shipped model names, checkpoint directories, or random:STYLE")
-    parser.add_argument("--depths", default="1,2,3", help="MTP draft depths to compare (default 1,2,3)")
-    parser.add_argument("--prompts", type=int, default=6, help="prompts per model (default 6)")
-    parser.add_argument("--prompt-tokens", type=int, default=64, help="tokens per prompt (default 64)")
-    parser.add_argument("--new-tokens", type=int, default=128, help="tokens generated per run (default 128)")
-    parser.add_argument("--rounds", type=int, default=2, help="passes over the prompts (default 2)")
-    parser.add_argument("--min-confidence", type=float, default=0.3,
+    parser.add_argument("--depths", help="MTP draft depths to compare, each in 1..D (default: 1..D of each model)")
+    parser.add_argument("--prompts", type=_positive_int, default=6, help="prompts per model (default 6)")
+    parser.add_argument("--prompt-tokens", type=_positive_int, default=64, help="tokens per prompt (default 64)")
+    parser.add_argument("--new-tokens", type=_positive_int, default=128, help="tokens generated per run (default 128)")
+    parser.add_argument("--rounds", type=_positive_int, default=2, help="passes over the prompts (default 2)")
+    parser.add_argument("--min-confidence", type=_number(float, 0, maximum=1), default=0.3,
                         help="also run the deepest MTP variant with dynamic draft length: stop drafting once "
                              "q(d_1)...q(d_k) < this (default 0.3; 0 = skip)")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the trunk and the MTP modules (compile_for_decoding) for both sides")
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1, see the docstring)")
-    parser.add_argument("--out", help="write the results as JSON to this file")
+    parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1, see the docstring)")
+    parser.add_argument("--out", help="write the results as JSON to this file (checked before the benchmark runs)")
     args = parser.parse_args(argv)
-    try:
-        depths = [int(d) for d in args.depths.split(",")]
-    except ValueError:
-        parser.error(f"--depths must be comma-separated integers, got {args.depths!r}")
-    for name in ("prompts", "prompt_tokens", "new_tokens", "rounds", "threads"):
-        if getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be >= 1")
-    if min(depths) < 1:
-        parser.error("--depths must be >= 1")
-    if not 0 <= args.min_confidence <= 1:
-        parser.error("--min-confidence must lie in [0, 1]")
+    depths = None
+    if args.depths is not None:
+        try:
+            depths = [int(d) for d in args.depths.split(",")]
+        except ValueError:
+            parser.error(f"--depths must be comma-separated integers, got {args.depths!r}")
+        if min(depths) < 1:
+            parser.error(f"--depths must be >= 1, got {args.depths!r}")
+    specs = args.models.split(",")
+    if not all(specs):
+        parser.error(f"--models has an empty name: {args.models!r}")
+    if args.out:
+        check_output_file(args.out)
+    models = {}
+    for spec in specs:                               # every model is loaded and checked before any timing
+        try:
+            model, tokenizer = load_model(spec)
+        except ValueError as e:
+            raise UserError(f"--models {spec}: {e}") from None
+        D, context = model.config.mtp_depth, model.config.max_seq_len
+        if depths is not None and max(depths) > D:
+            raise UserError(f"--depths {args.depths}: {spec} has D = {D} MTP modules, so its draft depths are "
+                            f"1..{D} (drafting deeper reuses modules: speculative_generate(..., "
+                            "experimental_reuse_modules=True), not part of this benchmark)")
+        if args.prompt_tokens + args.new_tokens > context:
+            raise UserError(f"--prompt-tokens {args.prompt_tokens} + --new-tokens {args.new_tokens} = "
+                            f"{args.prompt_tokens + args.new_tokens} tokens do not fit {spec}'s context of "
+                            f"{context} tokens")
+        models[spec] = (model, tokenizer, depths if depths is not None else list(range(1, D + 1)))
     threads = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     results, hardware = {}, hardware_description(torch.device("cpu"))
     load = load_average()
     try:
-        for spec in args.models.split(","):
-            try:
-                model, tokenizer = load_model(spec)
-            except ValueError as e:
-                print(f"mtp-edu bench: error: {e}", file=sys.stderr)
-                return 2
+        for spec, (model, tokenizer, model_depths) in models.items():
             if args.compile:
                 model = compile_for_decoding(model)
             prompts = make_prompts(tokenizer, args.prompts, args.prompt_tokens)
             print(f"{spec}: {len(prompts)} prompts x {args.rounds} rounds, {args.new_tokens} new tokens ...",
                   file=sys.stderr, flush=True)
-            results[spec] = bench_model(model, prompts, args.new_tokens, depths, args.rounds,
+            results[spec] = bench_model(model, prompts, args.new_tokens, model_depths, args.rounds,
                                         args.min_confidence)
             print(f"{spec}: warm-up{' with compile' if args.compile else ''} took "
                   f"{results[spec]['warmup_s']:.1f} s", file=sys.stderr, flush=True)
@@ -188,5 +211,6 @@ def main(argv=None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+if __name__ == "__main__":                     # through the CLI: its exit statuses and one-line errors
+    from mtp_edu.cli import main as cli
+    sys.exit(cli(["bench", *sys.argv[1:]]))

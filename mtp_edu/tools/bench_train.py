@@ -12,7 +12,6 @@ through /proc/self/clear_refs) over the RSS before the step; CUDA: torch.cuda.ma
 """
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -21,9 +20,10 @@ import time
 
 import torch
 
-from ..config import MTPConfig
+from ..cli import ArgumentParser, UserError, _positive_int, check_output_file
+from ..config import MTP_STYLES, MTPConfig
 from ..losses import mtp_loss, mtp_loss_backward
-from ..machine import hardware_description, load_average
+from ..machine import hardware_description, load_average, pick_device
 from ..model import MTPModel
 
 
@@ -111,23 +111,39 @@ def peak_step_memory(cfg: MTPConfig, batch: int, T: int, memory_efficient: bool,
     return int(out.stdout.split()[-1])
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(prog="mtp-edu bench train", description=__doc__.split("\n\n")[0])
+def main(argv=None) -> int:
+    """The benchmark as a command: prints the tables, writes the JSON report to --out, returns 0. Bad
+    arguments are refused (UserError, exit status 2 from mtp-edu) before anything is measured."""
+    ap = ArgumentParser(prog="mtp-edu bench train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, smaller memory case (for CI/notebooks)")
-    ap.add_argument("--d-model", type=int, default=128)
-    ap.add_argument("--n-layers", type=int, default=6)
-    ap.add_argument("--batch", type=int, default=8)
-    ap.add_argument("--seq", type=int, default=256)
-    ap.add_argument("--rounds", type=int, default=None)
-    ap.add_argument("--styles", default="sequential,parallel,linear")
-    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--out", help="write the results as JSON here")
+    ap.add_argument("--d-model", type=_positive_int, default=128, help="a multiple of 8 (4 heads, even head size)")
+    ap.add_argument("--n-layers", type=_positive_int, default=6)
+    ap.add_argument("--batch", type=_positive_int, default=8)
+    ap.add_argument("--seq", type=_positive_int, default=256)
+    ap.add_argument("--rounds", type=_positive_int, default=None)
+    ap.add_argument("--styles", default=",".join(MTP_STYLES), help=f"comma-separated, of {', '.join(MTP_STYLES)}")
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--out", help="write the results as JSON here (checked before the benchmark runs)")
     args = ap.parse_args(argv)
     if args.device == "cpu" and not sys.platform.startswith("linux"):
-        ap.error("CPU peak memory is read from /proc: Linux only")
+        ap.error("CPU peak memory is read from /proc: Linux only; use --device cuda")
+    try:
+        pick_device(args.device)
+    except ValueError as e:
+        raise UserError(f"--device {args.device}: {e}") from None
+    styles = args.styles.split(",")
+    unknown = [s for s in styles if s not in MTP_STYLES]
+    if unknown:
+        ap.error(f"--styles: {', '.join(map(repr, unknown))} is not a style; choose from {', '.join(MTP_STYLES)}")
+    try:
+        base = MTPConfig(vocab_size=256, d_model=args.d_model, n_layers=args.n_layers, n_heads=4,
+                         max_seq_len=args.seq + 1, mtp_loss_scale=0.3)
+        base.replace(mtp_depth=3)
+    except ValueError as e:
+        raise UserError(f"--d-model {args.d_model}, --n-layers {args.n_layers}, --seq {args.seq}: {e}") from None
+    if args.out:
+        check_output_file(args.out)
     rounds = args.rounds or (3 if args.quick else 21)
-    base = MTPConfig(vocab_size=256, d_model=args.d_model, n_layers=args.n_layers, n_heads=4,
-                     max_seq_len=args.seq + 1, mtp_loss_scale=0.3)
     load = load_average()
     result = {"command": "python -m mtp_edu.tools.bench_train " + " ".join(sys.argv[1:] if argv is None else argv),
               "rounds": rounds, "device": args.device, "hardware": hardware_description(torch.device(args.device)),
@@ -140,7 +156,7 @@ def main(argv=None) -> dict:
           f"V=256, {args.device}, {torch.get_num_threads()} threads, {rounds} alternating rounds"
           + ("" if load is None else f", load average {load:.2f} before the run"))
     print(f"{'style':<11}{'D':>2}{'median s':>10}{'tokens/s':>10}{'measured':>10}{'FLOPs':>8}{'excess':>8}")
-    for style in args.styles.split(","):
+    for style in styles:
         rows = time_steps(base.replace(mtp_style=style), [0, 1, 2, 3], args.batch, args.seq, rounds, args.device)
         result["step_time"][style] = rows
         for D, r in rows.items():
@@ -159,8 +175,9 @@ def main(argv=None) -> dict:
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=1)
-    return result
+    return 0
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":                     # through the CLI: its exit statuses and one-line errors
+    from mtp_edu.cli import main as cli
+    sys.exit(cli(["bench", "train", *sys.argv[1:]]))
