@@ -25,6 +25,23 @@ def test_bench_model_reports_every_variant():
     assert "prompt lookup d=3" in table and "identical" in table
 
 
+def test_sampled_runs_and_the_speed_model():
+    model = tiny_model(max_seq_len=40).float()
+    trunk, draft = model.trunk, bench.MTPDrafter.draft
+    res = bench.bench_model(model, [[1, 2, 3, 4, 5, 6]], new_tokens=12, depths=[2], rounds=2, min_confidence=0,
+                            rule="sample", temperature=0.8)
+    assert model.trunk == trunk and "trunk" not in vars(model) and bench.MTPDrafter.draft is draft   # restored
+    mtp, lookup = res["variants"]
+    assert res["rule"] == "sample" and mtp["identical"] == "n/a (sampled)"
+    for v in (mtp, lookup):
+        sm = v["speed_model"]
+        assert sm["c_verify"] > 0
+        assert sm["predicted_speedup"] == pytest.approx(v["tau"] / (sm["c_verify"] + sm["c_drafts"]))
+    assert mtp["speed_model"]["c_drafts"] > 0 and lookup["speed_model"]["c_drafts"] == 0   # lookup runs no forward
+    with pytest.raises(ValueError, match="greedy at temperature 0"):
+        bench.bench_model(model, [[1, 2, 3]], 4, [1], 1, rule="sample", temperature=0)
+
+
 def test_main_prints_a_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--models", "random:linear", "--depths", "1,2", "--prompts", "1", "--rounds", "1",
@@ -47,7 +64,9 @@ def test_prompts_come_from_held_out_text():
 
 @pytest.mark.parametrize("argv, message", [(["--depths", "0"], "--depths must be >= 1"),
                                            (["--depths", "a"], "comma-separated integers"),
-                                           (["--rounds", "0"], "argument --rounds")])
+                                           (["--rounds", "0"], "argument --rounds"),
+                                           (["--temperature", "0.5"], "needs --rule sample"),
+                                           (["--rule", "sample", "--temperature", "0"], "temperature >= 0.001")])
 def test_bad_arguments(argv, message):
     with pytest.raises(UserError, match=message):
         bench.main(argv)

@@ -1,6 +1,7 @@
-"""Decoding speed: KV-cached greedy `generate` vs self-speculative decoding, measured in one run.
+"""Decoding speed: KV-cached `generate` vs self-speculative decoding, measured in one run.
 
-    python -m mtp_edu.tools.bench [--models mtp-seq-d3,mtp-par-d3,mtp-lin-d3] [--depths 1,2,3] [--out FILE]
+    python -m mtp_edu.tools.bench [--models mtp-seq-d3,mtp-par-d3,mtp-lin-d3] [--depths 1,2,3]
+                                  [--rule greedy|sample --temperature T] [--out FILE]
     (also: mtp-edu bench)
 
 For every model, prompt and round the runs alternate: baseline, variant 1, baseline, variant 2, ...
@@ -9,12 +10,21 @@ both sides of every pair alike. Each variant's speed-up is the median over its p
 (variant tokens/s) / (the baseline run just before it). Variants: the model's MTP modules at every
 draft depth, the deepest again with a dynamic draft length (`min_draft_confidence`), and prompt
 lookup (an n-gram copy drafter that needs no training) at the largest depth.
-All variants use the greedy rule, so each run's output must equal the baseline's ("identical").
+Rules: `greedy` (each run's output must equal the baseline's: "identical"), or `sample` at
+--temperature (speculative sampling, lossless in distribution; both sides draw with the same seed,
+but their outputs need not agree token for token, so "identical" does not apply). Sampled text
+does not repeat itself the way a small model's greedy text can, so it is the honest figure.
+
+The speed model: a step costs one verify forward over the pending token and its drafts (c_v, in
+units of one plain decoding step's time) plus the drafts (c_d = sum of the c_k), and emits tau
+tokens, so the speed-up is about S = tau / (c_v + c_d). The benchmark times every verify forward and
+every draft during the speculative runs (perf_counter around each call), predicts S from them and
+prints it beside the measured S; what separates the two is the decoding logic around the forwards.
 With --compile, both sides run through `compile_for_decoding` (torch.compile); the compile time is
 paid in the warm-up and reported apart.
 
-Threads: one by default. A decode step is a chain of tiny matmuls (d = 128), where a second
-thread adds synchronisation and competes with everything else on a 2-core machine.
+Threads: one by default. A decode step is a chain of tiny matmuls, where a second thread adds
+synchronisation and competes with everything else on a 2-core machine.
 """
 from __future__ import annotations
 
@@ -31,6 +41,7 @@ from ..cli import ArgumentParser, UserError, _number, _positive_int, check_outpu
 from ..config import MTPConfig
 from ..data import ByteTokenizer, stdlib_corpus
 from ..decoding import compile_for_decoding, generate, speculative_generate
+from ..drafting import MTPDrafter
 from ..machine import hardware_description, load_average
 from ..model import MTPModel
 from ..traces import Trace
@@ -77,9 +88,52 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
+class ForwardClock:
+    """While a run is timed through `run`, adds up the seconds of every trunk forward except the
+    run's first (its prefill: the verify forwards) and of every MTP draft: the speed model's inputs."""
+
+    def __init__(self, model: MTPModel):
+        self.model, self.verify_s, self.draft_s, self._active, self._prefill = model, 0.0, 0.0, False, False
+
+    def __enter__(self):
+        trunk, draft, clock = self.model.trunk, MTPDrafter.draft, self
+
+        def timed_trunk(*args, **kwargs):
+            out, seconds = _timed(trunk, *args, **kwargs)
+            if clock._active and not clock._prefill:
+                clock.verify_s += seconds
+            clock._prefill = False
+            return out
+
+        def timed_draft(drafter, *args, **kwargs):
+            out, seconds = _timed(draft, drafter, *args, **kwargs)
+            clock.draft_s += seconds if clock._active else 0.0
+            return out
+        self._saved = vars(self.model).get("trunk"), draft        # a compiled model binds its own trunk
+        self.model.trunk, MTPDrafter.draft = timed_trunk, timed_draft
+        return self
+
+    def run(self, fn, *args, **kwargs):
+        """(fn(...), seconds), with this run's verify and draft seconds in verify_s and draft_s."""
+        self.verify_s = self.draft_s = 0.0
+        self._active = self._prefill = True
+        try:
+            return _timed(fn, *args, **kwargs)
+        finally:
+            self._active = False
+
+    def __exit__(self, *exc):
+        trunk, MTPDrafter.draft = self._saved
+        if trunk is None:
+            del self.model.trunk
+        else:
+            self.model.trunk = trunk
+
+
 def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, depths: list[int],
-                rounds: int, min_confidence: float = 0.0) -> dict:
-    """Alternate baseline / variant runs on every prompt; return per-variant medians and trace stats.
+                rounds: int, min_confidence: float = 0.0, rule: str = "greedy", temperature: float = 0.0) -> dict:
+    """Alternate baseline / variant runs on every prompt; return per-variant medians, trace stats and
+    the speed model (module docstring). Both sides of a pair draw with the same seed.
 
     Every depth must lie in 1..D, the model's MTP modules (ValueError otherwise): a depth beyond D
     would need modules reused cyclically (speculative_generate's experimental_reuse_modules), which
@@ -89,49 +143,66 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
     if beyond:
         raise ValueError(f"draft depths {beyond} are not in 1..D for this model, which has D = {D} MTP modules"
                          + ("" if D else " (a next-token model: prompt lookup only, give no depths)"))
+    if rule not in ("greedy", "sample") or (rule == "sample") != (temperature > 0):
+        raise ValueError(f"rule={rule!r} with temperature={temperature!r}: use greedy at temperature 0, or "
+                         "sample at a temperature > 0")
     variants = [(f"mtp d={d}", dict(draft_depth=d)) for d in depths]
     if min_confidence > 0 and depths:
         variants.append((f"mtp d={max(depths)} q>={min_confidence:g}",
                          dict(draft_depth=max(depths), min_draft_confidence=min_confidence)))
     lookup_depth = max(depths, default=3)
     variants.append((f"prompt lookup d={lookup_depth}", dict(drafter="prompt_lookup", draft_depth=lookup_depth)))
-    base_speed, runs = [], {name: {"speed": [], "ratio": [], "identical": 0, "steps": []} for name, _ in variants}
+    base_speed = []
+    runs = {name: {"speed": [], "ratio": [], "identical": 0, "steps": [], "verify_s": 0.0, "draft_s": 0.0,
+                   "plain_s": 0.0, "plain_tokens": 0} for name, _ in variants}
     _, warmup_s = _timed(lambda: (generate(model, prompts[0], 8),             # warm-up (and compile)
                                   speculative_generate(model, prompts[0], 32)))
-    for _ in range(rounds):
-        for prompt in prompts:
-            for name, kwargs in variants:
-                reference, t_a = _timed(generate, model, prompt, new_tokens)
-                (tokens, trace), t_b = _timed(speculative_generate, model, prompt, new_tokens, **kwargs)
-                r = runs[name]
-                base_speed.append(len(reference) / t_a)
-                r["speed"].append(len(tokens) / t_b)
-                r["ratio"].append(t_a / t_b * len(tokens) / len(reference))
-                r["identical"] += tokens == reference
-                r["steps"] += trace.steps
-    result = {"baseline_tokens_per_s": statistics.median(base_speed), "warmup_s": warmup_s, "variants": []}
+    with ForwardClock(model) as clock:
+        for round_ in range(rounds):
+            for j, prompt in enumerate(prompts):
+                for name, kwargs in variants:
+                    seed = 1000 * round_ + j
+                    reference, t_a = _timed(generate, model, prompt, new_tokens, temperature=temperature, seed=seed)
+                    (tokens, trace), t_b = clock.run(speculative_generate, model, prompt, new_tokens, rule=rule,
+                                                     temperature=temperature, seed=seed, **kwargs)
+                    r = runs[name]
+                    base_speed.append(len(reference) / t_a)
+                    r["speed"].append(len(tokens) / t_b)
+                    r["ratio"].append(t_a / t_b * len(tokens) / len(reference))
+                    r["identical"] += tokens == reference
+                    r["steps"] += trace.steps
+                    r["verify_s"], r["draft_s"] = r["verify_s"] + clock.verify_s, r["draft_s"] + clock.draft_s
+                    r["plain_s"], r["plain_tokens"] = r["plain_s"] + t_a, r["plain_tokens"] + len(reference)
+    result = {"rule": rule, "temperature": temperature, "baseline_tokens_per_s": statistics.median(base_speed),
+              "warmup_s": warmup_s, "variants": []}
     for name, _ in variants:
         r = runs[name]
-        trace = Trace(prompt=[], rule="greedy", draft_depth=0, steps=r["steps"])   # all runs' steps pooled
+        trace = Trace(prompt=[], rule=rule, draft_depth=0, steps=r["steps"])   # all runs' steps pooled
+        step_unit = r["plain_s"] / r["plain_tokens"] * len(r["steps"])        # plain-step seconds x steps
+        c_verify, c_drafts = r["verify_s"] / step_unit, r["draft_s"] / step_unit
         result["variants"].append({
             "name": name, "tokens_per_s": statistics.median(r["speed"]), "speedup": statistics.median(r["ratio"]),
             "pair_speedups": [round(x, 3) for x in r["ratio"]],
             "tau": trace.tau(), "acceptance_per_depth": trace.acceptance_per_depth(),
             "expected_tokens": trace.expected_tokens(), "accepted_histogram": trace.accepted_histogram(),
-            "identical": f"{r['identical']}/{len(r['ratio'])}"})
+            "speed_model": {"c_verify": c_verify, "c_drafts": c_drafts,
+                            "predicted_speedup": trace.tau() / (c_verify + c_drafts)},
+            "identical": f"{r['identical']}/{len(r['ratio'])}" if rule == "greedy" else "n/a (sampled)"})
     return result
 
 
 def format_table(results: dict) -> str:
     head = f"{'model':<12} {'variant':<18} {'base tok/s':>10} {'tok/s':>8} {'speedup':>7} {'tau':>5} " \
-           f"{'E[tok]':>6}  {'acceptance a_1..a_k':<20} {'identical':>9}"
+           f"{'E[tok]':>6}  {'acceptance a_1..a_k':<20} {'c_v':>5} {'c_d':>5} {'S pred':>6}  {'identical'}"
     lines = [head, "-" * len(head)]
     for model_name, res in results.items():
         for v in res["variants"]:
             acc = " ".join("-" if a is None else f"{a:.2f}" for a in v["acceptance_per_depth"])
+            sm = v["speed_model"]
             lines.append(f"{model_name:<12} {v['name']:<18} {res['baseline_tokens_per_s']:>10.1f} "
                          f"{v['tokens_per_s']:>8.1f} {v['speedup']:>6.2f}x {v['tau']:>5.2f} "
-                         f"{v['expected_tokens']:>6.2f}  {acc:<20} {v['identical']:>9}")
+                         f"{v['expected_tokens']:>6.2f}  {acc:<20} {sm['c_verify']:>5.2f} {sm['c_drafts']:>5.2f} "
+                         f"{sm['predicted_speedup']:>5.2f}x  {v['identical']}")
     return "\n".join(lines)
 
 
@@ -149,11 +220,21 @@ def main(argv=None) -> int:
     parser.add_argument("--min-confidence", type=_number(float, 0, maximum=1), default=0.3,
                         help="also run the deepest MTP variant with dynamic draft length: stop drafting once "
                              "q(d_1)...q(d_k) < this (default 0.3; 0 = skip)")
+    parser.add_argument("--rule", choices=["greedy", "sample"], default="greedy",
+                        help="acceptance rule (default greedy; sample = speculative sampling at --temperature)")
+    parser.add_argument("--temperature", type=_number(float, 0), default=None,
+                        help="sampling temperature of --rule sample (default 0.8); greedy has none")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the trunk and the MTP modules (compile_for_decoding) for both sides")
     parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1, see the docstring)")
     parser.add_argument("--out", help="write the results as JSON to this file (checked before the benchmark runs)")
     args = parser.parse_args(argv)
+    if args.rule == "greedy" and args.temperature not in (None, 0):
+        parser.error("--temperature needs --rule sample (greedy decoding has no temperature)")
+    if args.rule == "sample":
+        args.temperature = 0.8 if args.temperature is None else args.temperature
+        if not args.temperature >= 1e-3:
+            parser.error(f"--rule sample needs --temperature >= 0.001, got {args.temperature}")
     depths = None
     if args.depths is not None:
         try:
@@ -195,7 +276,7 @@ def main(argv=None) -> int:
             print(f"{spec}: {len(prompts)} prompts x {args.rounds} rounds, {args.new_tokens} new tokens ...",
                   file=sys.stderr, flush=True)
             results[spec] = bench_model(model, prompts, args.new_tokens, model_depths, args.rounds,
-                                        args.min_confidence)
+                                        args.min_confidence, args.rule, args.temperature or 0.0)
             print(f"{spec}: warm-up{' with compile' if args.compile else ''} took "
                   f"{results[spec]['warmup_s']:.1f} s", file=sys.stderr, flush=True)
     finally:
