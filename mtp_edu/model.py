@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .checks import check_token_ids
 from .config import MTPConfig
 from .shifts import check_length, depth_inputs
 
@@ -37,10 +38,12 @@ class Rotary(nn.Module):
         self.register_buffer("cos", angles.cos().float(), persistent=False)
         self.register_buffer("sin", angles.sin().float(), persistent=False)
 
-    def forward(self, x: torch.Tensor, start: int) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, start: int, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """Positions start .. start+T-1, or the explicit `positions` (T,) (tree decoding: prefix + depth)."""
         T = x.shape[-2]                                              # x: (B, H, T, hd)
-        cos = self.cos[start:start + T].to(x.dtype)                  # (T, hd/2)
-        sin = self.sin[start:start + T].to(x.dtype)
+        at = slice(start, start + T) if positions is None else positions
+        cos = self.cos[at].to(x.dtype)                               # (T, hd/2)
+        sin = self.sin[at].to(x.dtype)
         x1, x2 = x.chunk(2, dim=-1)
         return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
 
@@ -76,6 +79,22 @@ class KVCache:
             raise ValueError(f"cannot roll back to length {length}; cache holds {self.length}")
         self.length = length
 
+    def keep(self, start: int, slots: list[int]) -> None:
+        """Tree decoding (mtp_edu.tree): keep the entries at start + slots[0], start + slots[1], ... (the
+        accepted path), moved to start, start + 1, ...; everything after them is rolled back.
+
+        The keys were rotated at their node's depth past the prefix, which is exactly the position they
+        move to, so nothing needs recomputing."""
+        if not 0 <= start <= self.length or any(not 0 <= start + s < self.length for s in slots):
+            raise ValueError(f"cannot keep slots {slots} after {start}; cache holds {self.length}")
+        if list(slots) == list(range(len(slots))):                      # already in place (a chain)
+            self.length = start + len(slots)
+            return
+        src = torch.tensor(slots, dtype=torch.long, device=self.k.device) + start
+        self.k[:, :, start:start + len(slots)] = self.k[:, :, src]     # the gather copies before writing
+        self.v[:, :, start:start + len(slots)] = self.v[:, :, src]
+        self.length = start + len(slots)
+
 
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention with RoPE, through F.scaled_dot_product_attention."""
@@ -87,19 +106,24 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor, rope: Rotary, cache: KVCache | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, rope: Rotary, cache: KVCache | None = None,
+                positions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """positions (T,) and mask (T, keys) bool, both optional, are for tree decoding (mtp_edu.tree): each
+        query's RoPE position and the keys (cache, then the T new ones) it may see. None: the causal layout."""
         B, T, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=2)
         q, k, v = (z.view(B, T, self.n_heads, self.head_dim).transpose(1, 2) for z in (q, k, v))  # (B, H, T, hd)
         start = 0 if cache is None else cache.length
-        q, k = rope(q, start), rope(k, start)
+        q, k = rope(q, start, positions), rope(k, start, positions)
         dropout = self.dropout if self.training else 0.0
-        if cache is None:
+        if cache is None and mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
         else:
-            k, v = cache.append(k, v)                                 # (B, H, start+T, hd)
-            # query j sits at position start+j and may see keys 0..start+j; one query sees them all
-            mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
+            if cache is not None:
+                k, v = cache.append(k, v)                             # (B, H, start+T, hd)
+            if mask is None:
+                # query j sits at position start+j and may see keys 0..start+j; one query sees them all
+                mask = None if T == 1 else torch.ones(T, start + T, dtype=torch.bool, device=x.device).tril(start)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
         return self.proj(y.transpose(1, 2).reshape(B, T, d))          # (B, T, d)
 
@@ -128,8 +152,9 @@ class Block(nn.Module):
         self.mlp = SwiGLU(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, rope: Rotary, cache: KVCache | None = None) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.attn_norm(x), rope, cache))
+    def forward(self, x: torch.Tensor, rope: Rotary, cache: KVCache | None = None,
+                positions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), rope, cache, positions, mask))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
@@ -155,9 +180,9 @@ class SequentialMTP(nn.Module):
         self.block = Block(cfg)
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)        # Norm_k before OutHead (eq. 23)
 
-    def forward(self, h_prev, emb, rope, cache=None):
+    def forward(self, h_prev, emb, rope, cache=None, positions=None, mask=None):
         h = self.eh_proj(torch.cat([self.enorm(emb), self.hnorm(h_prev)], dim=-1))  # (B, T-k, d)
-        return self.block(h, rope, cache)
+        return self.block(h, rope, cache, positions, mask)
 
 
 class ParallelMTP(nn.Module):
@@ -168,8 +193,8 @@ class ParallelMTP(nn.Module):
         self.block = Block(cfg)
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
 
-    def forward(self, h_prev, emb, rope, cache=None):
-        return self.block(h_prev, rope, cache)
+    def forward(self, h_prev, emb, rope, cache=None, positions=None, mask=None):
+        return self.block(h_prev, rope, cache, positions, mask)
 
 
 class LinearMTP(nn.Module):
@@ -181,7 +206,7 @@ class LinearMTP(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
         self.norm = nn.RMSNorm(cfg.d_model, eps=cfg.norm_eps)
 
-    def forward(self, h_prev, emb, rope, cache=None):
+    def forward(self, h_prev, emb, rope, cache=None, positions=None, mask=None):
         return h_prev + F.silu(self.proj(h_prev))
 
 
@@ -240,23 +265,27 @@ class MTPModel(nn.Module):
                         nn.init.normal_(p, 0.0, 0.02, generator=g)
 
     # -- the pieces, each one equation ------------------------------------------------------------
-    def trunk(self, input_ids: torch.Tensor, caches: list[KVCache] | None = None) -> torch.Tensor:
-        """h^0 = FinalNorm(Trunk(Emb(t_1..t_T))). (B, T) -> (B, T, d)."""
+    def trunk(self, input_ids: torch.Tensor, caches: list[KVCache] | None = None,
+              positions: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """h^0 = FinalNorm(Trunk(Emb(t_1..t_T))). (B, T) -> (B, T, d).
+        positions / mask: tree decoding only (CausalSelfAttention.forward)."""
         x = self.drop(self.embed(input_ids))
         for j, block in enumerate(self.blocks):
-            x = block(x, self.rope, None if caches is None else caches[j])
+            x = block(x, self.rope, None if caches is None else caches[j], positions, mask)
         return self.norm(x)
 
     def mtp_hidden(self, k: int, h_prev: torch.Tensor, tokens: torch.Tensor,
-                   cache: KVCache | None = None) -> torch.Tensor:
+                   cache: KVCache | None = None, positions: torch.Tensor | None = None,
+                   mask: torch.Tensor | None = None) -> torch.Tensor:
         """h^k from module k (k = 1..D), eqs. 21-22.
 
         h_prev: h^{k-1} for `sequential`, h^0 for `parallel` / `linear`, at positions i;
         tokens: t_{i+k} at the same positions (read by `sequential` only). (B, t, d) -> (B, t, d).
+        positions / mask: tree decoding only (CausalSelfAttention.forward).
         """
         module = self.mtp[k - 1]
         emb = self.embed(tokens) if isinstance(module, SequentialMTP) else None
-        return module(h_prev, emb, self.rope, cache)
+        return module(h_prev, emb, self.rope, cache, positions, mask)
 
     def head_logits(self, k: int, h: torch.Tensor) -> torch.Tensor:
         """P^k = OutHead(Norm_k(h^k)) (eq. 23); depth 0 reads h^0, already final-normed. (B, t, V)."""
@@ -273,18 +302,20 @@ class MTPModel(nn.Module):
         return MTPOutput([self.head_logits(k, h) for k, h in enumerate(hidden)], hidden)
 
     def check_input(self, input_ids: torch.Tensor) -> None:
+        """ValueError unless input_ids is a (batch, T) int64 / int32 tensor on the model's device, with
+        D + 1 <= T <= max_seq_len and every id in [0, vocab_size)."""
         cfg = self.config
-        if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.is_floating_point():
-            got = type(input_ids).__name__ if not isinstance(input_ids, torch.Tensor) else \
-                f"a {input_ids.dim()}-d {input_ids.dtype} tensor"
-            raise ValueError(f"input_ids must be a 2-d integer tensor (batch, T); got {got}")
+        check_token_ids("input_ids", input_ids, 2, "(batch, T)", device=next(self.parameters()).device)
         T = input_ids.shape[1]
         if T > cfg.max_seq_len:
-            raise ValueError(f"sequence length T={T} exceeds max_seq_len={cfg.max_seq_len}")
-        check_length(T, cfg.mtp_depth)
+            raise ValueError(f"input_ids: sequence length T={T} exceeds max_seq_len={cfg.max_seq_len}")
+        try:
+            check_length(T, cfg.mtp_depth)
+        except ValueError as err:
+            raise ValueError(f"input_ids: {err}") from None
         if input_ids.numel() and (input_ids.min() < 0 or input_ids.max() >= cfg.vocab_size):
-            raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}); got min {int(input_ids.min())}, "
-                             f"max {int(input_ids.max())}")
+            raise ValueError(f"input_ids: token ids must lie in [0, {cfg.vocab_size}); got min "
+                             f"{int(input_ids.min())}, max {int(input_ids.max())}")
 
     def new_caches(self, batch: int = 1) -> tuple[list[KVCache], list[KVCache]]:
         """Empty KV caches for decoding: one per trunk block, one per MTP module with a block."""

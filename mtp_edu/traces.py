@@ -112,3 +112,133 @@ class Trace:
         data = json.loads(text)
         data["steps"] = [Step(**s) for s in data["steps"]]
         return cls(**data)
+
+
+# ---- tree drafting (mtp_edu.tree) ------------------------------------------------------------------
+@dataclass
+class TreeStep:
+    """One tree draft-verify-accept round. Node 0 is the root: the pending token, already certain (its
+    q and p are 1 by convention); nodes 1.. are drafts, numbered depth by depth.
+
+    tokens[j], parents[j] : node j's token and parent (parents[0] = -1, parents[j] < j)
+    q[j]  : the drafter's probability of tokens[j] after its parent's path
+    p[j]  : the main model's probability of tokens[j] there (after temperature etc., as in Step)
+    path  : the accepted nodes, in depth order (the root excluded)
+    extra_token, extra_kind : the main model's token after the path: the "correction" when the last
+            accepted node (or the root) has children and all were rejected, the "bonus" when it is a leaf
+    """
+    tokens: list[int]
+    parents: list[int]
+    q: list[float]
+    p: list[float]
+    path: list[int]
+    extra_token: int
+    extra_kind: str
+    main_forwards: int = 1
+    draft_forwards: int = 0
+
+    def __post_init__(self):
+        n = len(self.tokens)
+        if not n or len(self.parents) != n or len(self.q) != n or len(self.p) != n:
+            raise ValueError("tokens, parents, q and p need one entry per node, the root included")
+        if self.parents[0] != -1 or any(not 0 <= p < j for j, p in enumerate(self.parents[1:], 1)):
+            raise ValueError(f"parents={self.parents}: parents[0] must be -1 and every other parent an earlier node")
+        last = 0
+        for j in self.path:
+            if not 0 < j < n or self.parents[j] != last:
+                raise ValueError(f"path={self.path} is not a path down from the root")
+            last = j
+        if self.extra_kind not in ("correction", "bonus"):
+            raise ValueError(f"extra_kind={self.extra_kind!r} must be 'correction' or 'bonus'")
+        if (self.extra_kind == "bonus") != (not self.children()[last]):
+            raise ValueError("extra_kind is 'bonus' exactly when the last accepted node is a leaf")
+
+    def children(self) -> list[list[int]]:
+        kids: list[list[int]] = [[] for _ in self.tokens]
+        for j, p in enumerate(self.parents[1:], 1):
+            kids[p].append(j)
+        return kids
+
+    @property
+    def depths(self) -> list[int]:
+        out = [0]
+        for p in self.parents[1:]:
+            out.append(out[p] + 1)
+        return out
+
+    @property
+    def nodes(self) -> int:
+        """Drafted nodes the main model verified (the root excluded)."""
+        return len(self.tokens) - 1
+
+    @property
+    def depth(self) -> int:
+        return max(self.depths)
+
+    @property
+    def accepted(self) -> int:
+        return len(self.path)
+
+    @property
+    def emitted(self) -> list[int]:
+        return [self.tokens[j] for j in self.path] + [self.extra_token]
+
+    @property
+    def tried_depth(self) -> int:
+        """The deepest depth at which the walk tried a child: one past the path, unless it ended at a leaf."""
+        return self.accepted + (self.extra_kind == "correction")
+
+    def outcomes(self) -> list[str]:
+        """Per node: "root", "accepted", "rejected" (tried by the walk and rejected) or "untried"."""
+        out, kids = ["untried"] * len(self.tokens), self.children()
+        out[0] = "root"
+        for parent, chosen in zip([0] + self.path, self.path + [None]):
+            for c in kids[parent]:
+                if c == chosen:
+                    out[c] = "accepted"
+                    break
+                out[c] = "rejected"                   # tried before the accepted child, or all of them
+        return out
+
+    def chain_step(self) -> Step:
+        """The same step as a chain `Step`; only for a tree with at most one child per node."""
+        if any(len(k) > 1 for k in self.children()):
+            raise ValueError("this step's tree branches; only a chain converts to a Step")
+        return Step(drafted=self.tokens[1:], q=self.q[1:], p=self.p[1:], accepted=self.accepted,
+                    extra_token=self.extra_token, extra_kind=self.extra_kind, main_forwards=self.main_forwards,
+                    draft_forwards=self.draft_forwards)
+
+
+@dataclass
+class TreeTrace(Trace):
+    """Every step of one `tree_generate` call. `tokens`, `tau` and `expected_tokens` work as for chains.
+
+    a_k (acceptance_per_depth) = #steps whose path reached depth k / #steps whose walk tried a child at
+    depth k: for a chain this is Trace's definition. `nodes_per_step` is what a step costs the verify pass.
+    """
+    steps: list[TreeStep] = field(default_factory=list)
+    tree: str = ""                       # the tree shape, as tree_generate was given it
+
+    def acceptance_per_depth(self) -> list[float | None]:
+        n = max((s.depth for s in self.steps), default=0)
+        rates = []
+        for k in range(1, n + 1):
+            tried = [s for s in self.steps if s.tried_depth >= k]
+            rates.append(sum(s.accepted >= k for s in tried) / len(tried) if tried else None)
+        return rates
+
+    def accepted_histogram(self) -> list[int]:
+        counts = [0] * (max((s.depth for s in self.steps), default=0) + 1)
+        for s in self.steps:
+            counts[s.accepted] += 1
+        return counts
+
+    def nodes_per_step(self) -> float:
+        """Mean drafted nodes verified per main forward (for a chain: the draft depth)."""
+        return sum(s.nodes for s in self.steps) / len(self.steps) if self.steps else 0.0
+
+    @classmethod
+    def from_json(cls, text: str) -> "TreeTrace":
+        data = json.loads(text)
+        data["steps"] = [TreeStep(**s) for s in data["steps"]]
+        return cls(**data)

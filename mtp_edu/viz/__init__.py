@@ -4,6 +4,7 @@
     from mtp_edu.viz import plots            # training curves, acceptance, tau and speed vs depth
     from mtp_edu.viz import widgets          # explorers and the drafting/acceptance stepper
     from mtp_edu.viz import StepperState     # the widgets' logic without a browser (state, stepper_state)
+    from mtp_edu.viz import tree_view        # tree drafting: tree drawing, mask heatmap, tree stepper
 
 The core package never imports this one. Submodules load lazily, so `import mtp_edu.viz` does not pull
 in matplotlib or ipywidgets until they are used.
@@ -18,8 +19,10 @@ _LAZY = {
     "show_token": "tokens",
     "ShiftTableState": "state", "ArchitectureState": "state", "LossWeightState": "state",
     "StepperState": "stepper_state",
+    "tree_diagram": "tree_view", "tree_html": "tree_view", "mask_heatmap": "tree_view",
+    "TreeStepperState": "tree_view", "tree_stepper": "tree_view",
 }
-_MODULES = ("diagrams", "plots", "state", "stepper_state", "tokens", "widgets")
+_MODULES = ("diagrams", "plots", "state", "stepper_state", "tokens", "tree_view", "widgets")
 __all__ = sorted(_LAZY) + list(_MODULES)
 
 
