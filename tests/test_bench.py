@@ -42,6 +42,21 @@ def test_sampled_runs_and_the_speed_model():
         bench.bench_model(model, [[1, 2, 3]], 4, [1], 1, rule="sample", temperature=0)
 
 
+def test_tree_variants_are_greedy_exact_and_count_their_nodes():
+    model = tiny_model(max_seq_len=40).float()
+    trees = bench.parse_trees("2,1;dynamic:3")
+    assert trees[0] == (2, 1) and trees[1].budget == 3
+    res = bench.bench_model(model, [[1, 2, 3, 4, 5, 6]], new_tokens=10, depths=[2], rounds=1, trees=trees)
+    chain, lookup, wide, dynamic = res["variants"]
+    assert (wide["name"], dynamic["name"]) == ("tree 2,1", "tree dynamic:3")
+    assert wide["identical"] == dynamic["identical"] == "1/1"
+    assert chain["nodes_per_step"] <= 2 < wide["nodes_per_step"] <= 4 and dynamic["nodes_per_step"] <= 3
+    assert wide["speed_model"]["c_drafts"] > 0                # the tree drafter's forwards are timed too
+    for bad in ("3,x", "dynamic:", "dynamic:-"):
+        with pytest.raises(ValueError, match="is not a tree"):
+            bench.parse_trees(bad)
+
+
 def test_main_prints_a_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "bench.json"
     assert bench.main(["--models", "random:linear", "--depths", "1,2", "--prompts", "1", "--rounds", "1",

@@ -9,7 +9,8 @@ For every model, prompt and round the runs alternate: baseline, variant 1, basel
 both sides of every pair alike. Each variant's speed-up is the median over its pairs of
 (variant tokens/s) / (the baseline run just before it). Variants: the model's MTP modules at every
 draft depth, the deepest again with a dynamic draft length (`min_draft_confidence`), and prompt
-lookup (an n-gram copy drafter that needs no training) at the largest depth.
+lookup (an n-gram copy drafter that needs no training) at the largest depth, and with --tree the
+draft trees given (`tree_generate`: several candidates per depth, one verify pass over all of them).
 Rules: `greedy` (each run's output must equal the baseline's: "identical"), or `sample` at
 --temperature (speculative sampling, lossless in distribution; both sides draw with the same seed,
 but their outputs need not agree token for token, so "identical" does not apply). Sampled text
@@ -44,7 +45,8 @@ from ..decoding import compile_for_decoding, generate, speculative_generate
 from ..drafting import MTPDrafter
 from ..machine import hardware_description, load_average
 from ..model import MTPModel
-from ..traces import Trace
+from ..traces import Trace, TreeTrace
+from ..tree import DynamicTree, TreeDrafter, tree_generate
 
 DEFAULT_MODELS = ("mtp-seq-d3", "mtp-par-d3", "mtp-lin-d3")
 FALLBACK_PROMPTS = (      # used when the standard library's source is not on this machine
@@ -88,6 +90,9 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
+DRAFT_CALLS = ((MTPDrafter, "draft"), (TreeDrafter, "logits"))   # the chain's and the tree's drafting
+
+
 class ForwardClock:
     """While a run is timed through `run`, adds up the seconds of every trunk forward except the
     run's first (its prefill: the verify forwards) and of every MTP draft: the speed model's inputs."""
@@ -96,7 +101,7 @@ class ForwardClock:
         self.model, self.verify_s, self.draft_s, self._active, self._prefill = model, 0.0, 0.0, False, False
 
     def __enter__(self):
-        trunk, draft, clock = self.model.trunk, MTPDrafter.draft, self
+        trunk, clock = self.model.trunk, self
 
         def timed_trunk(*args, **kwargs):
             out, seconds = _timed(trunk, *args, **kwargs)
@@ -105,12 +110,16 @@ class ForwardClock:
             clock._prefill = False
             return out
 
-        def timed_draft(drafter, *args, **kwargs):
-            out, seconds = _timed(draft, drafter, *args, **kwargs)
-            clock.draft_s += seconds if clock._active else 0.0
-            return out
-        self._saved = vars(self.model).get("trunk"), draft        # a compiled model binds its own trunk
-        self.model.trunk, MTPDrafter.draft = timed_trunk, timed_draft
+        def timing(draft):
+            def timed_draft(drafter, *args, **kwargs):
+                out, seconds = _timed(draft, drafter, *args, **kwargs)
+                clock.draft_s += seconds if clock._active else 0.0
+                return out
+            return timed_draft
+        self._saved = vars(self.model).get("trunk"), [getattr(cls, name) for cls, name in DRAFT_CALLS]
+        self.model.trunk = timed_trunk                     # a compiled model binds its own trunk: saved above
+        for (cls, name), draft in zip(DRAFT_CALLS, self._saved[1]):
+            setattr(cls, name, timing(draft))
         return self
 
     def run(self, fn, *args, **kwargs):
@@ -123,15 +132,32 @@ class ForwardClock:
             self._active = False
 
     def __exit__(self, *exc):
-        trunk, MTPDrafter.draft = self._saved
+        trunk, drafts = self._saved
+        for (cls, name), draft in zip(DRAFT_CALLS, drafts):
+            setattr(cls, name, draft)
         if trunk is None:
             del self.model.trunk
         else:
             self.model.trunk = trunk
 
 
+def parse_trees(text: str) -> list:
+    """'3,2,1;2,2,2;dynamic:8' -> [(3, 2, 1), (2, 2, 2), DynamicTree(8)]: widths per depth, or an
+    EAGLE-2 style dynamic tree with a node budget."""
+    trees = []
+    for spec in text.split(";"):
+        kind, _, budget = spec.strip().partition(":")
+        try:
+            trees.append(DynamicTree(int(budget)) if kind == "dynamic" else tuple(int(w) for w in spec.split(",")))
+        except ValueError:
+            raise ValueError(f"tree {spec!r} is not a tree: give widths per depth like 3,2,1 or dynamic:BUDGET, "
+                             "several separated by ';'") from None
+    return trees
+
+
 def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, depths: list[int],
-                rounds: int, min_confidence: float = 0.0, rule: str = "greedy", temperature: float = 0.0) -> dict:
+                rounds: int, min_confidence: float = 0.0, rule: str = "greedy", temperature: float = 0.0,
+                trees: list | None = None) -> dict:
     """Alternate baseline / variant runs on every prompt; return per-variant medians, trace stats and
     the speed model (module docstring). Both sides of a pair draw with the same seed.
 
@@ -152,6 +178,9 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
                          dict(draft_depth=max(depths), min_draft_confidence=min_confidence)))
     lookup_depth = max(depths, default=3)
     variants.append((f"prompt lookup d={lookup_depth}", dict(drafter="prompt_lookup", draft_depth=lookup_depth)))
+    for t in trees or []:
+        variants.append((f"tree {f'dynamic:{t.budget}' if isinstance(t, DynamicTree) else ','.join(map(str, t))}",
+                         dict(tree=t)))
     base_speed = []
     runs = {name: {"speed": [], "ratio": [], "identical": 0, "steps": [], "verify_s": 0.0, "draft_s": 0.0,
                    "plain_s": 0.0, "plain_tokens": 0} for name, _ in variants}
@@ -163,7 +192,8 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
                 for name, kwargs in variants:
                     seed = 1000 * round_ + j
                     reference, t_a = _timed(generate, model, prompt, new_tokens, temperature=temperature, seed=seed)
-                    (tokens, trace), t_b = clock.run(speculative_generate, model, prompt, new_tokens, rule=rule,
+                    decode = tree_generate if "tree" in kwargs else speculative_generate
+                    (tokens, trace), t_b = clock.run(decode, model, prompt, new_tokens, rule=rule,
                                                      temperature=temperature, seed=seed, **kwargs)
                     r = runs[name]
                     base_speed.append(len(reference) / t_a)
@@ -177,13 +207,16 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
               "warmup_s": warmup_s, "variants": []}
     for name, _ in variants:
         r = runs[name]
-        trace = Trace(prompt=[], rule=rule, draft_depth=0, steps=r["steps"])   # all runs' steps pooled
+        trace = (TreeTrace if "tree" in dict(variants)[name] else Trace)(prompt=[], rule=rule, draft_depth=0,
+                                                                         steps=r["steps"])   # all runs' steps
         step_unit = r["plain_s"] / r["plain_tokens"] * len(r["steps"])        # plain-step seconds x steps
         c_verify, c_drafts = r["verify_s"] / step_unit, r["draft_s"] / step_unit
         result["variants"].append({
             "name": name, "tokens_per_s": statistics.median(r["speed"]), "speedup": statistics.median(r["ratio"]),
             "pair_speedups": [round(x, 3) for x in r["ratio"]],
             "tau": trace.tau(), "acceptance_per_depth": trace.acceptance_per_depth(),
+            "nodes_per_step": trace.nodes_per_step() if isinstance(trace, TreeTrace) else
+            statistics.mean(len(s.drafted) for s in r["steps"]),
             "expected_tokens": trace.expected_tokens(), "accepted_histogram": trace.accepted_histogram(),
             "speed_model": {"c_verify": c_verify, "c_drafts": c_drafts,
                             "predicted_speedup": trace.tau() / (c_verify + c_drafts)},
@@ -193,7 +226,7 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
 
 def format_table(results: dict) -> str:
     head = f"{'model':<12} {'variant':<18} {'base tok/s':>10} {'tok/s':>8} {'speedup':>7} {'tau':>5} " \
-           f"{'E[tok]':>6}  {'acceptance a_1..a_k':<20} {'c_v':>5} {'c_d':>5} {'S pred':>6}  {'identical'}"
+           f"{'E[tok]':>6}  {'acceptance a_1..a_k':<20} {'c_v':>5} {'c_d':>5} {'S pred':>6} {'nodes':>5}  {'identical'}"
     lines = [head, "-" * len(head)]
     for model_name, res in results.items():
         for v in res["variants"]:
@@ -202,7 +235,7 @@ def format_table(results: dict) -> str:
             lines.append(f"{model_name:<12} {v['name']:<18} {res['baseline_tokens_per_s']:>10.1f} "
                          f"{v['tokens_per_s']:>8.1f} {v['speedup']:>6.2f}x {v['tau']:>5.2f} "
                          f"{v['expected_tokens']:>6.2f}  {acc:<20} {sm['c_verify']:>5.2f} {sm['c_drafts']:>5.2f} "
-                         f"{sm['predicted_speedup']:>5.2f}x  {v['identical']}")
+                         f"{sm['predicted_speedup']:>5.2f}x {v['nodes_per_step']:>5.1f}  {v['identical']}")
     return "\n".join(lines)
 
 
@@ -224,6 +257,8 @@ def main(argv=None) -> int:
                         help="acceptance rule (default greedy; sample = speculative sampling at --temperature)")
     parser.add_argument("--temperature", type=_number(float, 0), default=None,
                         help="sampling temperature of --rule sample (default 0.8); greedy has none")
+    parser.add_argument("--tree", help="also draft trees (sequential/parallel/linear MTP models): widths per depth "
+                             "like 3,2,1, or dynamic:BUDGET (EAGLE-2 style), several separated by ';'")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the trunk and the MTP modules (compile_for_decoding) for both sides")
     parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1, see the docstring)")
@@ -235,6 +270,10 @@ def main(argv=None) -> int:
         args.temperature = 0.8 if args.temperature is None else args.temperature
         if not args.temperature >= 1e-3:
             parser.error(f"--rule sample needs --temperature >= 0.001, got {args.temperature}")
+    try:
+        trees = parse_trees(args.tree) if args.tree else []
+    except ValueError as e:
+        parser.error(f"--tree: {e}")
     depths = None
     if args.depths is not None:
         try:
@@ -276,7 +315,7 @@ def main(argv=None) -> int:
             print(f"{spec}: {len(prompts)} prompts x {args.rounds} rounds, {args.new_tokens} new tokens ...",
                   file=sys.stderr, flush=True)
             results[spec] = bench_model(model, prompts, args.new_tokens, model_depths, args.rounds,
-                                        args.min_confidence, args.rule, args.temperature or 0.0)
+                                        args.min_confidence, args.rule, args.temperature or 0.0, trees)
             print(f"{spec}: warm-up{' with compile' if args.compile else ''} took "
                   f"{results[spec]['warmup_s']:.1f} s", file=sys.stderr, flush=True)
     finally:
