@@ -6,7 +6,9 @@ config calls D `num_nextn_predict_layers`. Megatron-core keeps the modules under
 `mtp.layers.{k-1}.*` with `enorm`, `hnorm`, `eh_proj`, `transformer_layer`, `final_layernorm`; its
 flags are `--mtp-num-layers` and `--mtp-loss-scaling-factor`. Where a part has no one-to-one
 counterpart (DeepSeek-V3 attends with MLA and uses MoE feed-forwards in most layers; Megatron fuses
-norms into its linear layers) the entry says so instead of inventing a name.
+norms into its linear layers) the entry says so instead of inventing a name. DeepSeek-V3's MTP layer is
+an MoE layer like every trunk layer after the first three, so our module's dense SwiGLU matrices map
+onto each routed expert's and the shared expert's, with a router (`mlp.gate`) choosing the experts.
 """
 from __future__ import annotations
 
@@ -50,6 +52,9 @@ def real_system_names(name: str, n_layers: int) -> tuple[str, str]:
             return ds_prefix + "shared_head.norm.weight", mg_prefix + "final_layernorm.weight"
         if rest.startswith("block.") and rest[6:] in _BLOCK:
             ds, mg = _BLOCK[rest[6:]]
+            if rest.startswith("block.mlp."):                                    # the MTP layer is MoE
+                proj = ds.split(".weight")[0].removeprefix("mlp.")
+                ds = f"mlp.experts.{{e}}.{proj}.weight + mlp.shared_experts.{proj}.weight (MoE; router mlp.gate.weight)"
             return ds_prefix + ds, mg_prefix + "transformer_layer." + mg
     raise ValueError(f"no real-system name for parameter {name!r} (only the sequential style has one)")
 

@@ -21,6 +21,11 @@ def test_module_k_is_the_layer_after_the_trunk():
     assert real_system_names("mtp.1.norm.weight", 61) == ("model.layers.62.shared_head.norm.weight",
                                                           "mtp.layers.1.final_layernorm.weight")
     assert real_system_names("mtp.0.block.attn_norm.weight", 61)[0] == "model.layers.61.input_layernorm.weight"
+    # the MTP layer is an MoE layer (as are trunk layers 3..60); trunk layers 0..2 are dense
+    assert real_system_names("mtp.0.block.mlp.w1.weight", 61)[0] == (
+        "model.layers.61.mlp.experts.{e}.gate_proj.weight + mlp.shared_experts.gate_proj.weight "
+        "(MoE; router mlp.gate.weight)")
+    assert real_system_names("blocks.0.mlp.w2.weight", 61)[0].startswith("model.layers.0.mlp.down_proj.weight")
 
 
 def test_other_styles_are_refused_clearly():
