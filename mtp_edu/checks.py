@@ -7,11 +7,20 @@
 Both refuse bool (True is not a count), check_number refuses NaN and, unless finite=False, the
 infinities. A value of the wrong type raises TypeError, a value out of range ValueError; the message
 names the argument and says what is allowed. Both return the value unchanged.
+
+    check_token_ids("input_ids", ids, 2, "(batch, T)", device=model_device)
+
+checks a tensor of token ids (int64 or int32, never bool, on `device`); it raises ValueError for
+every problem, the models' long-standing contract for `input_ids`.
 """
 from __future__ import annotations
 
 import math
 from typing import Any
+
+import torch
+
+TOKEN_ID_DTYPES = (torch.int64, torch.int32)    # what nn.Embedding takes; int32 is exact for any vocabulary
 
 
 def _allowed(kind: str, minimum=None, maximum=None, above=None, below=None, optional=False, note="") -> str:
@@ -52,4 +61,22 @@ def check_number(name: str, value: Any, minimum: float | None = None, maximum: f
     if ((minimum is not None and not value >= minimum) or (maximum is not None and not value <= maximum)
             or (above is not None and not value > above) or (below is not None and not value < below)):
         _refuse(ValueError, name, value, allowed)
+    return value
+
+
+def check_token_ids(name: str, value: Any, dims: int, layout: str, *, device: torch.device | None = None) -> Any:
+    """`value` if it is a `dims`-d int64 or int32 tensor with values (not meta) on `device` (if given).
+
+    Only the kind of tensor is checked here; the range of its values is the caller's (it differs:
+    [0, V) for inputs, [0, V) or ignore_index for targets)."""
+    allowed = f"a {dims}-d integer tensor {layout} of dtype int64 or int32"
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be {allowed}; got {type(value).__name__}")
+    if value.dim() != dims or value.dtype not in TOKEN_ID_DTYPES:
+        raise ValueError(f"{name} must be {allowed}; got a {value.dim()}-d {value.dtype} tensor")
+    if value.is_meta:
+        raise ValueError(f"{name} is on the meta device, which holds no values; give a tensor with token ids")
+    if device is not None and value.device != device:
+        raise ValueError(f"{name} is on {value.device} but the model is on {device}; "
+                         f"move it there with {name}.to({str(device)!r})")
     return value

@@ -13,6 +13,7 @@ from .checks import check_int, check_number
 
 MTP_STYLES = ("sequential", "parallel", "linear")
 LAMBDA_SCHEDULES = ("constant", "deepseek")   # the lambda schedules train() builds
+MODULE_SEED_STRIDE = 7919                      # MTPModel._init_weights seeds module k with init_seed + 7919 * k
 
 
 class DictConfig:
@@ -73,7 +74,10 @@ class MTPConfig(DictConfig):
         check_int(name("d_ff"), self.d_ff, minimum=1, optional=True)
         check_number(name("rope_theta"), self.rope_theta, above=0)
         check_number(name("norm_eps"), self.norm_eps, above=0)
-        check_int(name("init_seed"), self.init_seed)
+        # torch.Generator.manual_seed takes seeds in [0, 2**64) (a negative seed wraps around to the same
+        # generator as seed + 2**64, so it is refused); MTPModel seeds module k with init_seed + 7919 * k
+        check_int(name("init_seed"), self.init_seed, minimum=0, maximum=2**64 - 1 - MODULE_SEED_STRIDE * self.mtp_depth,
+                  note=f"a torch seed is < 2**64, and MTP module k uses init_seed + {MODULE_SEED_STRIDE} * k")
 
     @property
     def ff_width(self) -> int:

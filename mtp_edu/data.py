@@ -21,12 +21,16 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import platform
+import re
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from .checks import check_number
 
 # The default corpus is every .py file of the standard library except test suites and generated
 # data, chosen by a rule (not a list) so that it is the same on every CPython 3.x install:
@@ -121,15 +125,21 @@ def _this_pythons_stdlib() -> Corpus:
 
 def text_file_corpus(path: str | Path, val_fraction: float = 0.1) -> Corpus:
     """Any UTF-8 text file; the last `val_fraction` (cut at a line start) is the validation split."""
+    if not isinstance(path, (str, os.PathLike)):
+        raise TypeError(f"data file path must be a str or a path; got {type(path).__name__}")
     path = Path(path)
+    check_number("val_fraction", val_fraction, above=0, below=1)
+    if path.is_dir():
+        raise ValueError(f"data path {str(path)!r} is a directory; the data must be {CORPUS_SPECS}")
     if not path.is_file():
-        raise ValueError(f"data file {str(path)!r} does not exist")
+        why = "is a broken symbolic link (or a loop of links)" if path.is_symlink() else "does not exist"
+        raise ValueError(f"data file {str(path)!r} {why}; the data must be {CORPUS_SPECS}")
     try:
         text = _read_text(path)
     except UnicodeDecodeError as e:
         raise ValueError(f"data file {str(path)!r} is not UTF-8 text ({e})") from None
-    if not 0.0 < val_fraction < 1.0:
-        raise ValueError(f"val_fraction must lie in (0, 1); got {val_fraction}")
+    except OSError as e:
+        raise ValueError(f"data file {str(path)!r} cannot be read: {e.strerror or e}") from None
     cut = int(len(text) * (1.0 - val_fraction))
     line_start = text.rfind("\n", 0, cut) + 1
     cut = line_start if line_start > 0 else cut
@@ -206,17 +216,31 @@ def synthetic_corpus(kind: str = "cycle", noise: float = 0.0, n_chars: int = 200
     return Corpus(f"synthetic:{kind}:noise={noise:g}", train, val, {"kind": kind, "noise": noise, "seed": seed})
 
 
+CORPUS_SPECS = ("'stdlib', 'synthetic:KIND[:NOISE]' (KIND one of " + ", ".join(SYNTHETIC_KINDS) +
+                ", NOISE a number in [0, 1]) or the path of a UTF-8 text file")
+_NOISE = re.compile(r"(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")    # a plain decimal number, nothing else
+
+
 def load_corpus(spec: str) -> Corpus:
-    """'stdlib' | 'synthetic:KIND[:NOISE]' | a path to a UTF-8 text file."""
+    """'stdlib' | 'synthetic:KIND[:NOISE]' | a path to a UTF-8 text file. Parsed strictly: anything
+    more or other than that is refused, never dropped."""
+    if isinstance(spec, os.PathLike):
+        return text_file_corpus(spec)
+    if not isinstance(spec, str):
+        raise TypeError(f"corpus spec {spec!r} is not allowed: must be {CORPUS_SPECS}")
     if spec == "stdlib":
         return stdlib_corpus()
     if spec.startswith("synthetic:"):
-        parts = spec.split(":")
-        try:
-            noise = float(parts[2]) if len(parts) > 2 else 0.0
-        except ValueError:
+        _, kind, *rest = spec.split(":")
+        if kind not in SYNTHETIC_KINDS:
+            raise ValueError(f"bad synthetic corpus {spec!r}: synthetic kind {kind!r} is not known; "
+                             f"use one of {', '.join(SYNTHETIC_KINDS)}")
+        if len(rest) > 1:
+            raise ValueError(f"bad synthetic corpus {spec!r}: expected synthetic:KIND[:NOISE], got "
+                             f"{len(rest) - 1} more ':'-separated part(s)")
+        if rest and not _NOISE.fullmatch(rest[0]):
             raise ValueError(f"bad synthetic corpus {spec!r}: noise must be a number, e.g. synthetic:cycle:0.1")
-        return synthetic_corpus(parts[1], noise)
+        return synthetic_corpus(kind, float(rest[0]) if rest else 0.0)
     return text_file_corpus(spec)
 
 
@@ -235,7 +259,12 @@ def _utf8(text, who: str) -> bytes:
 def _check_ids(ids, vocab_size: int, who: str) -> list[int]:
     """ids as a list of ints in [0, vocab_size), or a clear error naming the first bad one."""
     if isinstance(ids, torch.Tensor):
+        if ids.dim() != 1 or ids.is_meta:
+            raise TypeError(f"{who}.decode takes a list or a 1-d tensor of token ids; got a {ids.dim()}-d "
+                            f"{'meta ' if ids.is_meta else ''}tensor")
         ids = ids.tolist()
+    elif not isinstance(ids, (list, tuple, range)):
+        raise TypeError(f"{who}.decode takes a list or a 1-d tensor of token ids; got {type(ids).__name__}")
     out = []
     for i in ids:
         if isinstance(i, bool) or not isinstance(i, int):

@@ -54,9 +54,10 @@ class ContextLimitWarning(UserWarning):
 # ---- input checks shared by both functions ----------------------------------------------------
 def _check_prompt(model: MTPModel, prompt_ids) -> list[int]:
     if isinstance(prompt_ids, torch.Tensor):
-        if prompt_ids.dim() != 1 or prompt_ids.is_floating_point():
+        if prompt_ids.dim() != 1 or prompt_ids.is_floating_point() or prompt_ids.is_meta:
+            where = " on the meta device (no values)" if prompt_ids.is_meta else ""
             raise ValueError(f"prompt_ids must be a list of ints or a 1-d integer tensor; got a "
-                             f"{prompt_ids.dim()}-d {prompt_ids.dtype} tensor")
+                             f"{prompt_ids.dim()}-d {prompt_ids.dtype} tensor{where}")
         prompt_ids = prompt_ids.tolist()
     if not isinstance(prompt_ids, (list, tuple)) or not all(
             isinstance(t, int) and not isinstance(t, bool) for t in prompt_ids):
@@ -65,12 +66,17 @@ def _check_prompt(model: MTPModel, prompt_ids) -> list[int]:
     if len(prompt_ids) == 0:
         raise ValueError("prompt_ids is empty: give at least one token (e.g. a BOS or newline token)")
     if len(prompt_ids) > cfg.max_seq_len:
-        raise ValueError(f"the prompt has {len(prompt_ids)} tokens, more than the context "
+        raise ValueError(f"prompt_ids holds {len(prompt_ids)} tokens, more than the context "
                          f"max_seq_len={cfg.max_seq_len}; shorten it to at most {cfg.max_seq_len}")
     bad = [t for t in prompt_ids if not 0 <= t < cfg.vocab_size]
     if bad:
-        raise ValueError(f"token ids must lie in [0, {cfg.vocab_size}); got {bad[:5]}")
+        raise ValueError(f"prompt_ids: token ids must lie in [0, {cfg.vocab_size}); got {bad[:5]}")
     return list(prompt_ids)
+
+
+def _check_seed(seed) -> None:
+    check_int("seed", seed, minimum=0, maximum=2**64 - 1, optional=True,
+              note="a torch.Generator seed; None = a fresh random seed")
 
 
 def _check_sampling(temperature, top_k, top_p, vocab_size: int) -> None:
@@ -121,7 +127,11 @@ def target_probs(logits: torch.Tensor, temperature: float = 1.0, top_k: int | No
     renormalised. T = 0 gives the one-hot argmax (greedy). logits (..., V) -> probabilities (..., V)."""
     if temperature == 0:
         return torch.zeros_like(logits).scatter_(-1, logits.argmax(-1, keepdim=True), 1.0)
-    logits = logits / temperature
+    scaled = logits / temperature
+    # a tiny temperature (e.g. 1e-45 in float32) overflows a row of logits / T to inf, whose softmax is
+    # NaN; such a row is scaled as (logits - max) / T instead (<= 0, the same softmax). Other rows: as is.
+    overflow = ~torch.isfinite(scaled.amax(-1, keepdim=True))
+    logits = torch.where(overflow, (logits - logits.amax(-1, keepdim=True)) / temperature, scaled)
     if top_k is not None and top_k < logits.shape[-1]:
         kth = logits.topk(top_k, dim=-1).values[..., -1:]
         logits = logits.masked_fill(logits < kth, float("-inf"))
@@ -179,6 +189,7 @@ def generate(model: MTPModel, prompt_ids, max_new_tokens: int, temperature: floa
     prompt = _check_prompt(model, prompt_ids)
     check_int("max_new_tokens", max_new_tokens, minimum=0)
     _check_sampling(temperature, top_k, top_p, model.config.vocab_size)
+    _check_seed(seed)
     budget = _budget(model, len(prompt), max_new_tokens)
     device = next(model.parameters()).device
     g = _generator(device, seed)
@@ -283,9 +294,9 @@ def speculative_generate(model: MTPModel, prompt_ids, max_new_tokens: int, rule:
     if rule == "greedy" and temperature != 0:
         raise ValueError(f"rule='greedy' decodes at temperature 0 (got temperature={temperature}); "
                          f"for temperature > 0 use rule='sample' (lossless) or rule='threshold' (lossy)")
-    if rule == "threshold":
-        check_number("threshold", threshold, minimum=0, below=1)
+    check_number("threshold", threshold, minimum=0, below=1, note="used by rule='threshold'")
     check_number("min_draft_confidence", min_draft_confidence, minimum=0, maximum=1)
+    _check_seed(seed)
     drafter = _make_drafter(drafter, experimental_reuse_modules)
     depth = drafter.check_depth(model, draft_depth)
     budget = _budget(model, len(prompt), max_new_tokens)

@@ -16,7 +16,7 @@ from typing import Callable, Sequence, Union
 import torch
 import torch.nn.functional as F
 
-from .checks import check_number
+from .checks import check_int, check_number, check_token_ids
 from .shifts import depth_inputs, depth_targets
 
 REDUCTIONS = ("valid", "paper")
@@ -28,6 +28,9 @@ Schedule = Callable[[int], Union[float, Sequence[float]]]
 class Constant:
     """lambda(step) = value."""
     value: float = 0.3
+
+    def __post_init__(self) -> None:
+        check_number("Constant.value", self.value, minimum=0)
 
     def __call__(self, step: int) -> float:
         return self.value
@@ -41,6 +44,12 @@ class DeepSeekStep:
     low: float = 0.1
     switch_fraction: float = 10.0 / 14.8
 
+    def __post_init__(self) -> None:
+        check_int("DeepSeekStep.total_steps", self.total_steps, minimum=1)
+        check_number("DeepSeekStep.high", self.high, minimum=0)
+        check_number("DeepSeekStep.low", self.low, minimum=0)
+        check_number("DeepSeekStep.switch_fraction", self.switch_fraction, minimum=0, maximum=1)
+
     def __call__(self, step: int) -> float:
         return self.high if step < self.switch_fraction * self.total_steps else self.low
 
@@ -52,6 +61,11 @@ class Decay:
     lambda0: float
     total_steps: int
     alpha: float = 1.0
+
+    def __post_init__(self) -> None:
+        check_number("Decay.lambda0", self.lambda0, minimum=0)
+        check_int("Decay.total_steps", self.total_steps, minimum=1)
+        check_number("Decay.alpha", self.alpha, above=0, note="alpha <= 0 would not reach 0 at the end")
 
     def __call__(self, step: int) -> float:
         return self.lambda0 * max(0.0, 1.0 - step / self.total_steps) ** self.alpha
@@ -67,18 +81,36 @@ class Curriculum:
     depth: int
     steps_per_depth: int
 
+    def __post_init__(self) -> None:
+        check_number("Curriculum.value", self.value, minimum=0)
+        check_int("Curriculum.depth", self.depth, minimum=1)
+        check_int("Curriculum.steps_per_depth", self.steps_per_depth, minimum=0)
+
     def __call__(self, step: int) -> list[float]:
         return [self.value if step >= (k - 1) * self.steps_per_depth else 0.0 for k in range(1, self.depth + 1)]
 
 
 def depth_weights(depth: int, mtp_loss_scale: float | Schedule, step: int = 0) -> list[float]:
-    """The factor in front of each depth's loss: [1, lambda_1/D, ..., lambda_D/D] (eq. 25)."""
-    lam = mtp_loss_scale(step) if callable(mtp_loss_scale) else mtp_loss_scale
-    lams = list(lam) if isinstance(lam, (list, tuple)) else [lam] * depth
-    if len(lams) != depth:
-        raise ValueError(f"the lambda schedule gave {len(lams)} per-depth values; the model has D={depth}")
-    for value in lams:
-        check_number("lambda", value, minimum=0)
+    """The factor in front of each depth's loss: [1, lambda_1/D, ..., lambda_D/D] (eq. 25).
+
+    mtp_loss_scale: lambda (a finite number >= 0), one lambda per depth (a list or tuple of D), or a
+    schedule `step -> either of those`. Anything else (NaN, inf, a bool, a negative lambda, a
+    schedule that returns one) is refused with an error naming mtp_loss_scale."""
+    check_int("depth", depth, minimum=0)
+    check_int("step", step, minimum=0)
+    if callable(mtp_loss_scale):
+        lam, name = mtp_loss_scale(step), f"mtp_loss_scale(step={step})"
+        note = "the lambda schedule's value, one number or one per depth"
+    else:
+        lam, name, note = mtp_loss_scale, "mtp_loss_scale", "lambda in eq. 25, or one lambda per depth"
+    if isinstance(lam, (list, tuple)):
+        lams = list(lam)
+        if len(lams) != depth:
+            raise ValueError(f"{name} gave {len(lams)} per-depth lambda values; the model has D={depth}")
+        for k, value in enumerate(lams, 1):
+            check_number(f"{name}[{k - 1}] (lambda of depth {k})", value, minimum=0)
+    else:
+        lams = [check_number(name, lam, minimum=0, note=note)] * depth
     return [1.0] + [float(value) / depth for value in lams]
 
 
@@ -96,7 +128,7 @@ def depth_loss(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "va
     if token_weights is not None:
         w = w * token_weights.to(ce.dtype)
     if reduction == "paper":
-        return (ce * w).sum() / (targets.shape[0] * seq_len)
+        return (ce * w).sum() / max(1, targets.shape[0] * seq_len)          # an empty batch: 0, not NaN
     return (ce * w).sum() / w.sum().clamp_min(torch.finfo(ce.dtype).tiny)    # 0 / tiny = 0 if none valid
 
 
@@ -114,16 +146,50 @@ class LossBreakdown:
         return out
 
 
-def _check(targets: torch.Tensor, T: int, batch: int, reduction: str,
-           token_weights: torch.Tensor | None) -> None:
+def _check_output(output) -> tuple[int, int, int, torch.device]:
+    """(B, T, V, device) of an MTPOutput whose logits[k] are (B, T-k, V) float tensors, k = 0..D."""
+    logits = getattr(output, "logits", None)
+    if (not isinstance(logits, (list, tuple)) or not logits
+            or not all(isinstance(x, torch.Tensor) and x.dim() == 3 and x.is_floating_point() for x in logits)):
+        raise TypeError(f"output must be the MTPOutput of a model's forward: .logits a list of (B, T-k, V) float "
+                        f"tensors, k = 0..D; got {type(output).__name__}")
+    B, T, V = logits[0].shape
+    for k, x in enumerate(logits):
+        if tuple(x.shape) != (B, T - k, V) or x.device != logits[0].device:
+            raise ValueError(f"output.logits[{k}] has shape {tuple(x.shape)} on {x.device}; depth {k} of a "
+                             f"(B, T) = {(B, T)} batch needs (B, T-k, V) = {(B, T - k, V)} on {logits[0].device}")
+    if logits[0].is_meta:
+        raise ValueError("output.logits are on the meta device, which holds no values")
+    return B, T, V, logits[0].device
+
+
+def _check(targets: torch.Tensor, B: int, T: int, V: int, device: torch.device, reduction: str,
+           ignore_index: int, token_weights: torch.Tensor | None) -> torch.Tensor:
+    """Refuse bad loss arguments with an error naming them; return targets as int64."""
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction={reduction!r} is not allowed: must be one of {', '.join(REDUCTIONS)}")
-    if not isinstance(targets, torch.Tensor) or targets.is_floating_point():
-        raise ValueError("targets must be an integer tensor (B, T) holding t_2..t_(T+1)")
-    if tuple(targets.shape) != (batch, T):
-        raise ValueError(f"targets have shape {tuple(targets.shape)}; the main logits need (B, T) = {(batch, T)}")
-    if token_weights is not None and tuple(token_weights.shape) != (batch, T):
-        raise ValueError(f"token_weights have shape {tuple(token_weights.shape)}; expected (B, T) = {(batch, T)}")
+    check_int("ignore_index", ignore_index, minimum=-2**63, maximum=2**63 - 1, note="an int64")
+    check_token_ids("targets", targets, 2, "(B, T) holding t_2..t_(T+1)", device=device)
+    if tuple(targets.shape) != (B, T):
+        raise ValueError(f"targets have shape {tuple(targets.shape)}; the main logits need (B, T) = {(B, T)}")
+    bad = ((targets < 0) | (targets >= V)) & (targets != ignore_index)
+    if bad.any():
+        raise ValueError(f"targets must lie in [0, {V}) or equal ignore_index={ignore_index}; got "
+                         f"{sorted(set(targets[bad].tolist()))[:5]}")
+    if token_weights is not None:
+        if not isinstance(token_weights, torch.Tensor) or token_weights.is_complex():
+            what = f"a {token_weights.dtype} tensor" if isinstance(token_weights, torch.Tensor) else \
+                type(token_weights).__name__
+            raise ValueError(f"token_weights must be None or a real (B, T) tensor of weights >= 0; got {what}")
+        if tuple(token_weights.shape) != (B, T):
+            raise ValueError(f"token_weights have shape {tuple(token_weights.shape)}; expected (B, T) = {(B, T)}")
+        if token_weights.device != device:
+            raise ValueError(f"token_weights is on {token_weights.device} but the logits are on {device}")
+        w = token_weights if token_weights.is_floating_point() else token_weights.float()
+        if not bool((torch.isfinite(w) & (w >= 0)).all()):
+            raise ValueError(f"token_weights must be finite and >= 0; got min {float(w.min()):g}, "
+                             f"max {float(w.max()):g}")
+    return targets.long()
 
 
 def mtp_loss(output, targets: torch.Tensor, mtp_loss_scale: float | Schedule = 0.3, step: int = 0,
@@ -131,13 +197,16 @@ def mtp_loss(output, targets: torch.Tensor, mtp_loss_scale: float | Schedule = 0
              token_weights: torch.Tensor | None = None) -> LossBreakdown:
     """L = L_main + (lambda / D) * sum_k L^k (eqs. 24-25) from an `MTPOutput`.
 
-    targets: (B, T) = t_2..t_{T+1} for inputs t_1..t_T; depth k is scored on targets[:, k:].
-    mtp_loss_scale: lambda, or a schedule `step -> lambda` (or -> one lambda per depth).
-    token_weights: optional (B, T) per-target weights (the 'Complete Guide' tutorial's
+    targets: (B, T) = t_2..t_{T+1} for inputs t_1..t_T, int64 or int32, each in [0, V) or
+    ignore_index; depth k is scored on targets[:, k:].
+    mtp_loss_scale: lambda, or a schedule `step -> lambda` (or -> one lambda per depth); every lambda
+    must be a finite number >= 0.
+    token_weights: optional (B, T) per-target weights >= 0, finite (the 'Complete Guide' tutorial's
     token-level importance), aligned with `targets`, so depth k uses token_weights[:, k:].
+    A bad argument raises ValueError or TypeError naming it (never torch's own error, never a NaN loss).
     """
-    B, T = output.logits[0].shape[:2]
-    _check(targets, T, B, reduction, token_weights)
+    B, T, V, device = _check_output(output)
+    targets = _check(targets, B, T, V, device, reduction, ignore_index, token_weights)
     D = len(output.logits) - 1
     weights = depth_weights(D, mtp_loss_scale, step)
     losses = [depth_loss(logits, depth_targets(targets, k), reduction, ignore_index,
@@ -159,7 +228,8 @@ def mtp_loss_backward(model, input_ids: torch.Tensor, targets: torch.Tensor,
     """
     model.check_input(input_ids)
     B, T = input_ids.shape
-    _check(targets, T, B, reduction, token_weights)
+    targets = _check(targets, B, T, model.config.vocab_size, input_ids.device, reduction, ignore_index,
+                     token_weights)
     D, sequential = model.config.mtp_depth, model.config.mtp_style == "sequential"
     weights = depth_weights(D, mtp_loss_scale, step)
     h0 = model.trunk(input_ids)

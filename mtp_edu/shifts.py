@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import html
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import torch
 
@@ -61,9 +61,15 @@ class ShiftTable:
         return "main model" if k == 0 else f"MTP module {k}"
 
     def to_text(self, fmt: Callable[[Any], str] = str) -> str:
-        """A plain-text table: one 'reads' and one 'predicts' row per depth, PAD past the end."""
+        """A plain-text table: one 'reads' and one 'predicts' row per depth, PAD past the end (or <PAD>
+        when a real token reads 'PAD': padding never looks like a token)."""
+        pad = PAD
+        shown = {fmt(t) for row in self.inputs + self.targets for t in row if t is not None}
+        while pad in shown:
+            pad = f"<{pad}>"
+
         def cell(x):
-            return PAD if x is None else fmt(x)
+            return pad if x is None else fmt(x)
         rows = [["", "position"] + [str(i) for i in self.positions]]
         for k in range(self.depth + 1):
             reads = [cell(t) if k == 0 or t is None else f"{cell(t)}+{h}"
@@ -104,6 +110,26 @@ class ShiftTable:
         return self.to_text()
 
 
+def _token_list(tokens: Any) -> list:
+    """tokens as a list: any ordered sequence (list, tuple, str, range, 1-d tensor) of tokens that are not None.
+
+    None is refused, not drawn: it is how a ShiftTable marks the cells past the end (PAD), so a None
+    token would be indistinguishable from padding in `inputs` / `targets`, not only on screen."""
+    if isinstance(tokens, torch.Tensor):
+        if tokens.dim() != 1 or tokens.is_meta:
+            raise ValueError(f"tokens must be a 1-d sequence t_1..t_(T+1); got a {tokens.dim()}-d "
+                             f"{'meta ' if tokens.is_meta else ''}tensor")
+        return tokens.tolist()
+    if tokens is None or isinstance(tokens, (set, frozenset, dict)) or not isinstance(tokens, Iterable):
+        raise TypeError(f"tokens must be a sequence t_1..t_(T+1) (a list, tuple, str or 1-d tensor); "
+                        f"got {type(tokens).__name__}")
+    tokens = list(tokens)
+    if any(t is None for t in tokens):
+        raise ValueError(f"tokens[{tokens.index(None)}] is None; a shift table uses None for its padding cells "
+                         f"(PAD), so a token cannot be None (use a string such as 'None' to show one)")
+    return tokens
+
+
 def shift_table(tokens: Sequence[Any], depth: int, positions: str = "all") -> ShiftTable:
     """The token-shift table of a chunk t_1..t_{T+1} for depths k = 0..depth.
 
@@ -112,7 +138,7 @@ def shift_table(tokens: Sequence[Any], depth: int, positions: str = "all") -> Sh
     is valid (the DeepSeek-V3 MTP figure's table). The cells are built with `depth_inputs` /
     `depth_targets`, the same functions the model and the loss use.
     """
-    tokens = list(tokens)
+    tokens = _token_list(tokens)
     check_int("depth", depth, minimum=0)
     if positions not in ("all", "common"):
         raise ValueError(f"positions={positions!r} is not allowed: must be 'all' or 'common'")

@@ -82,6 +82,10 @@ def test_tokenizers_refuse_bad_input_clearly(make):
             tok.decode(bad)
     with pytest.raises(TypeError, match="integer token ids"):
         tok.decode([1.5])
+    for bad in (None, 5, torch.arange(3, device="meta"), torch.zeros(2, 2, dtype=torch.long)):
+        with pytest.raises(TypeError, match=r"decode takes a list or a 1-d tensor of token ids"):
+            tok.decode(bad)
+    assert tok.decode(torch.tensor(tok.encode("abd"))) == "abd"
     assert b"".join(tok.token_bytes(i) for i in tok.encode("abd abc")) == b"abd abc"
 
 
@@ -149,6 +153,33 @@ def test_synthetic_words_and_errors():
     assert load_corpus("synthetic:noise").name == "synthetic:noise:noise=0"
     with pytest.raises(ValueError, match="noise must be a number"):
         load_corpus("synthetic:cycle:lots")
+
+
+@pytest.mark.parametrize("spec,match", [                   # issue 11: 'synthetic:cycle:0.1:junk' dropped the junk
+    ("synthetic:cycle:0.1:junk", r"expected synthetic:KIND\[:NOISE\], got 1 more ':'-separated part"),
+    ("synthetic:cycle:", "noise must be a number"), ("synthetic:cycle: 0.1", "noise must be a number"),
+    ("synthetic:cycle:nan", "noise must be a number"), ("synthetic:", "synthetic kind '' is not known"),
+    ("synthetic:zipf:0.1", "synthetic kind 'zipf' is not known"),
+    ("synthetic:cycle:1.5", r"noise must lie in \[0, 1\]"),
+])
+def test_corpus_specs_parse_strictly(spec, match):
+    with pytest.raises(ValueError, match=match):
+        load_corpus(spec)
+    assert load_corpus("synthetic:words:0.25").name == "synthetic:words:noise=0.25"
+
+
+def test_a_directory_is_not_a_data_file(tmp_path):
+    with pytest.raises(ValueError, match=r"is a directory; the data must be 'stdlib', 'synthetic:KIND\[:NOISE\]'"):
+        load_corpus(str(tmp_path))                         # issue 11: it said "does not exist"
+    loop = tmp_path / "loop"
+    loop.symlink_to(tmp_path / "loop")
+    with pytest.raises(ValueError, match="is a broken symbolic link"):
+        text_file_corpus(loop)
+    for bad in (None, 5, b"stdlib"):
+        with pytest.raises(TypeError, match="corpus spec .* is not allowed: must be 'stdlib'"):
+            load_corpus(bad)
+    with pytest.raises(ValueError, match=r"val_fraction=1.0 is not allowed: must be a finite number > 0 and < 1"):
+        text_file_corpus(loop, val_fraction=1.0)
 
 
 def test_text_file_corpus(tmp_path):

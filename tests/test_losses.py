@@ -144,6 +144,58 @@ def test_targets_must_match_the_logits():
         mtp_loss(model(ids), ids.double())
 
 
+# ---- issue 11: bad lambdas, weights, targets and outputs are refused, naming the argument -------------------
+@pytest.mark.parametrize("kwargs,error,match", [
+    (dict(mtp_loss_scale=math.nan), ValueError, r"mtp_loss_scale=nan is not allowed: must be a finite number >= 0"),
+    (dict(mtp_loss_scale=math.inf), ValueError, r"mtp_loss_scale=inf is not allowed"),
+    (dict(mtp_loss_scale=True), TypeError, r"mtp_loss_scale=True is not allowed"),
+    (dict(mtp_loss_scale=lambda step: math.nan), ValueError, r"mtp_loss_scale\(step=0\)=nan .*lambda schedule"),
+    (dict(mtp_loss_scale=lambda step: math.inf), ValueError, r"mtp_loss_scale\(step=0\)=inf"),
+    (dict(mtp_loss_scale=lambda step: True), TypeError, r"mtp_loss_scale\(step=0\)=True"),
+    (dict(mtp_loss_scale=lambda step: [0.1, math.nan, 0.1]), ValueError, r"mtp_loss_scale\(step=0\)\[1\]"),
+    (dict(step=-1), ValueError, r"step=-1 is not allowed"),
+    (dict(token_weights=-torch.ones(1, 7)), ValueError, r"token_weights must be finite and >= 0; got min -1"),
+    (dict(token_weights=torch.full((1, 7), math.nan)), ValueError, r"token_weights must be finite and >= 0"),
+    (dict(token_weights=[[1.0] * 7]), ValueError, r"token_weights must be None or a real \(B, T\) tensor"),
+    (dict(ignore_index=2**63), ValueError, r"ignore_index=9223372036854775808 is not allowed"),
+])
+def test_bad_lambdas_and_weights_are_refused(kwargs, error, match):
+    model = tiny_model()
+    ids = torch.randint(0, V, (1, 8), generator=torch.Generator().manual_seed(12))
+    with pytest.raises(error, match=match):
+        mtp_loss(model(ids[:, :-1]), ids[:, 1:], **kwargs)
+
+
+@pytest.mark.parametrize("make,error,match", [
+    (lambda: DeepSeekStep(-5), ValueError, r"DeepSeekStep.total_steps=-5 is not allowed: must be an integer >= 1"),
+    (lambda: Decay(0.3, 0), ValueError, r"Decay.total_steps=0 is not allowed"),
+    (lambda: Decay(alpha=-1, lambda0=0.3, total_steps=10), ValueError, r"Decay.alpha=-1 is not allowed: .* > 0"),
+    (lambda: Decay(0.3, 10, alpha=math.inf), ValueError, r"Decay.alpha=inf"),
+    (lambda: Constant(math.nan), ValueError, r"Constant.value=nan"),
+    (lambda: Curriculum(0.3, 0, 10), ValueError, r"Curriculum.depth=0"),
+    (lambda: DeepSeekStep(10, switch_fraction=2.0), ValueError, r"DeepSeekStep.switch_fraction=2.0"),
+    (lambda: DeepSeekStep(True), TypeError, r"DeepSeekStep.total_steps=True"),
+])
+def test_schedules_refuse_bad_arguments_when_built(make, error, match):
+    with pytest.raises(error, match=match):
+        make()
+
+
+def test_int32_targets_give_the_int64_loss_and_other_dtypes_are_refused():
+    model = tiny_model()
+    ids = torch.randint(0, V, (2, 9), generator=torch.Generator().manual_seed(13))
+    out = model(ids[:, :-1])
+    want = mtp_loss(out, ids[:, 1:]).total
+    torch.testing.assert_close(mtp_loss(out, ids[:, 1:].int()).total, want, rtol=0, atol=0)
+    for dtype in (torch.bool, torch.uint8, torch.int16):
+        with pytest.raises(ValueError, match=rf"targets must be a 2-d integer tensor .* int64 or int32; got .*{dtype}"):
+            mtp_loss(out, ids[:, 1:].to(dtype))
+    with pytest.raises(ValueError, match=r"targets must lie in \[0, 37\) or equal ignore_index=-100; got \[37\]"):
+        mtp_loss(out, ids[:, 1:].masked_fill(ids[:, 1:] == ids[0, 1], V))
+    with pytest.raises(TypeError, match="output must be the MTPOutput of a model's forward"):
+        mtp_loss(None, ids[:, 1:])
+
+
 @pytest.mark.parametrize("style", MTP_STYLES)
 @pytest.mark.parametrize("reduction", ["valid", "paper"])
 def test_memory_efficient_path_gives_the_same_gradients(style, reduction):

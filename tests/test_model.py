@@ -94,10 +94,22 @@ def test_param_counts(style):
     (torch.full((1, 6), -1), r"\[0, 37\)"),
     (torch.zeros(1, 49, dtype=torch.long), "max_seq_len=48"),
     (torch.zeros(1, 3, dtype=torch.long), "too short for mtp_depth=3"),
+    # issue 11: these reached torch's own error
+    (torch.zeros(1, 5, dtype=torch.uint8), r"input_ids must be a 2-d integer tensor .* got a 2-d torch.uint8"),
+    (torch.zeros(1, 5, dtype=torch.int16), r"int64 or int32; got a 2-d torch.int16 tensor"),
+    (torch.zeros(1, 5, dtype=torch.bool), r"int64 or int32; got a 2-d torch.bool tensor"),
+    (torch.zeros(1, 5, dtype=torch.complex64), r"int64 or int32; got a 2-d torch.complex64 tensor"),
+    (torch.zeros(1, 5, dtype=torch.long, device="meta"), r"input_ids is on the meta device, which holds no values"),
 ])
 def test_bad_input_is_refused_clearly(bad, match):
     with pytest.raises(ValueError, match=match):
         tiny_model()(bad)
+
+
+def test_int32_ids_give_exactly_the_int64_output():
+    model, ids = tiny_model(), random_ids(15)
+    want, got = model(ids), model(ids.int())
+    assert all(torch.equal(a, b) for a, b in zip(want.logits, got.logits))
 
 
 def test_kv_cache_matches_full_forward(style):

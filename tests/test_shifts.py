@@ -66,6 +66,19 @@ def test_bad_arguments():
         shift_table([1, 2, 3], 1, positions="some")
 
 
+def test_real_tokens_are_never_shown_as_padding():
+    """issue 11: a None token was drawn as PAD. None is PAD's marker in the table's fields, so it is refused;
+    a token that prints as 'PAD' gets a padding marker that differs from it."""
+    with pytest.raises(ValueError, match=r"tokens\[1\] is None; a shift table uses None for its padding cells"):
+        shift_table([1, None, 3], 1)
+    for bad in (5, None, {1, 2, 3}):                      # issue 11: "'int' object is not iterable"
+        with pytest.raises(TypeError, match=r"tokens must be a sequence t_1..t_\(T\+1\)"):
+            shift_table(bad, 1)
+    text = shift_table(["PAD", "a", "b"], 1).to_text()
+    assert text.count("<PAD>") == 2 and text.split("\n")[1].split()[-2:] == ["PAD", "a"]
+    assert shift_table(torch.tensor([4, 5, 6]), 1).inputs == [[4, 5], [5, None]]
+
+
 @pytest.mark.parametrize("style", MTP_STYLES)
 def test_model_reads_the_tables_columns(style):
     """The token ids each depth embeds are exactly shift_table's 'reads' row (valid cells)."""

@@ -1,5 +1,7 @@
 """Widgets: the plain state objects driven like a user would (every control swept across its range,
 nonsense input answered with a friendly message), and the ipywidgets layer wired to them."""
+import html
+import math
 import re
 
 import matplotlib
@@ -355,3 +357,98 @@ def test_one_name_for_the_deepseek_schedule_in_the_explorer_and_in_training():
     assert "then 0.1 after 10/14.8 of training" in LossWeightState(schedule="deepseek").html()
     html = LossWeightState(schedule="deepseek-step").html()
     assert "is not one of constant, deepseek, decay, curriculum" in html
+
+
+# ---- issue 11: the state and its control agree; setters keep the last good value and say why ------------
+def messages(view: str) -> str:
+    """The text of the view's messages (HTML entities decoded)."""
+    return html.unescape(" ".join(re.findall(r'class="mtp-message[^"]*"[^>]*>([^<]*)<', view)))
+
+
+def test_stepper_temperature_beyond_the_slider_is_clamped_in_state_and_slider(model):
+    ex = widgets.stepper(model, temperature=5, rule="sample", trace_fn=reference_trace_fn(model, 6))
+    assert ex.controls["temperature"].value == ex.state.temperature == 2.0 == ex.controls["temperature"].max
+    assert "temperature 5 is above this stepper's maximum 2" in messages(ex.view.value)
+    ex.buttons["step"].click()
+    assert ex.state.trace is not None and "Traceback" not in ex.view.value
+
+
+def test_loss_weight_explorer_depth_beyond_the_slider_is_clamped_in_state_and_slider():
+    ex = widgets.loss_weight_explorer(depth=99, lam=3.0, total_steps=100)
+    assert ex.controls["depth"].value == ex.state.depth == 6 and ex.controls["lam"].value == ex.state.lam == 1.0
+    note = messages(ex.view.value)
+    assert "D = 99 is more than this explorer's maximum D = 6; showing D = 6." in note and "λ = 3" in note
+    assert ex.view.value.count("·L<sup>") == 6
+    ex.controls["depth"].value = 2                             # the next change: the note has done its job
+    assert "D = 99" not in ex.view.value
+
+
+def test_unknown_styles_rules_and_schedules_are_notes_not_trait_errors(model):
+    for ex, name, default in [(widgets.architecture_explorer(style="medusa"), "style", "sequential"),
+                              (widgets.stepper(model, rule="beam"), "rule", "greedy"),
+                              (widgets.loss_weight_explorer(schedule="cosine"), "schedule", "constant")]:
+        assert ex.controls[name].value == getattr(ex.state, name) == default
+        assert "is not one of" in messages(ex.view.value) and f"kept {name} = {default!r}" in messages(ex.view.value)
+
+
+def test_setters_never_raise_and_keep_the_last_good_value():
+    lw = LossWeightState(schedule="decay", depth=2)
+    for name, bad in [("depth", math.inf), ("alpha", -1), ("lam", math.nan), ("total_steps", 0), ("step", -1)]:
+        before = getattr(lw, name)
+        lw.set(**{name: bad})
+        assert getattr(lw, name) == before and f"kept {name} = " in messages(lw.html())
+        assert lw.png()[:4] == b"\x89PNG"                      # the last good view is still drawn
+    st = ShiftTableState()
+    st.set(text="a\ud800b")
+    assert st.text == "The cat sat on the mat." and "lone surrogate" in messages(st.html())
+    assert 'class="mtp-shift-table"' in st.html()
+    with pytest.raises(TypeError, match="unknown control 'colour'"):
+        lw.set(colour="red")                                   # a programming error, not user input
+
+
+def test_constructor_values_meet_the_same_rule_at_render_time():
+    s = LossWeightState(lam=math.nan)
+    assert "λ=nan is not allowed" in messages(s.html()) and s.png() is None   # no NaN curve
+    s = LossWeightState(schedule="decay", alpha=-1)
+    assert "decay α=-1 is not allowed" in messages(s.html())
+    with pytest.raises(ValueError, match=r"ShiftTableState.max_tokens=-1 is not allowed: must be an integer >= 2"):
+        ShiftTableState(max_tokens=-1)
+    with pytest.raises(ValueError, match="max_tokens=-1"):
+        widgets.shift_table_explorer(max_tokens=-1)
+
+
+def test_curriculum_png_is_bounded_by_the_slider_depth():
+    import time
+    s = LossWeightState(schedule="curriculum", depth=100000)
+    start = time.perf_counter()
+    assert s.png()[:4] == b"\x89PNG" and time.perf_counter() - start < 10
+    assert "D = 100000 is more than this explorer's maximum D = 6; showing D = 6." in messages(s.html())
+
+
+def test_stepper_shown_out_of_range_is_clamped_with_a_note():
+    state = StepperState(trace=hand_trace())
+    state.shown = 999
+    view = state.html()
+    assert state.shown == 3 and "shown = 999 is not a step count of this trace (0..3)" in messages(view)
+    state.shown = "x"
+    assert "Traceback" not in state.html() and state.shown == 0
+
+
+def test_stepper_with_a_d0_model_says_it_has_nothing_to_draft_with():
+    m = MTPModel(MTPConfig(**TINY, mtp_depth=0)).eval()
+    ex = widgets.stepper(m)
+    assert "no MTP modules (D = 0)" in messages(ex.view.value) and "at least 1" not in ex.view.value
+    ex.buttons["step"].click()
+    note = messages(ex.view.value)
+    assert "Load a model trained with D > 0" in note and "drafter='prompt_lookup'" in note
+    assert ex.controls["draft_depth"].disabled and ex.state.trace is None
+
+
+def test_stepper_refuses_to_decode_after_a_refused_value(model):
+    state = StepperState.for_model(model)
+    state.trace_fn = reference_trace_fn(model, 6)
+    state.set(temperature=math.nan)
+    assert state.temperature == 0.0 and not state.step()
+    assert "does not decode until the refused control" in messages(state.html())
+    state.set(temperature=0.0)
+    assert state.step()

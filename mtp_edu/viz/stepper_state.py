@@ -2,8 +2,11 @@
 
 StepperState: prompt, rule, draft depth, temperature -> a recorded Trace of speculative decoding,
 replayed one verification step at a time. Like the explorers in `state.py`, its setters never raise
-on user input (a problem becomes a friendly message in the view) and `html()` renders the current
-view, which is also the widget's static fallback.
+on user input and `html()` renders the current view, which is also the widget's static fallback.
+The rule for control values is state.py's: a value beyond the control's range (a draft depth above
+the model's D, a temperature above the slider's max_temperature) is clamped with a note; a wrong one
+is refused and the last good value kept. The stepper does not decode after a refusal: it shows why
+until the controls are set again, so it never decodes with settings other than the ones asked for.
 
 CSS classes for browser tests: mtp-message, mtp-token-accepted, mtp-token-rejected, mtp-token-extra,
 mtp-tau, mtp-acceptance (see widgets.py for the classes on the controls).
@@ -18,10 +21,13 @@ from ..checks import check_int, check_number
 from ..data import ByteTokenizer
 from ..decoding import RULES
 from ..traces import Trace
-from .state import message_html
+from .state import Controls, Resolved, message_html, notes_html, short
 from .tokens import show_text, show_token
 
 ACCEPTED, REJECTED, EXTRA = "#1a7f37", "#cf222e", "#0969da"
+NO_MTP_MODULES = ("This model has no MTP modules (D = 0), so the stepper has nothing to draft with. Load a model "
+                  "trained with D > 0 (e.g. mtp-edu train --depth 3), or, in code, let prompt lookup draft: "
+                  "speculative_generate(model, prompt_ids, n, drafter='prompt_lookup').")
 
 
 TraceFn = Callable[..., Trace]
@@ -38,7 +44,7 @@ def speculative_trace_fn(model, max_new_tokens: int = 24) -> TraceFn:
 
 
 @dataclass
-class StepperState:
+class StepperState(Controls):
     """Replays a speculative-decoding Trace one verification step at a time.
 
     Changing a control (prompt, rule, draft_depth, temperature, threshold, seed) resets the stepper;
@@ -63,22 +69,72 @@ class StepperState:
     playing: bool = False
     notes: list[str] = field(default_factory=list)
     error: str = ""
+    max_temperature: float = 2.0          # the temperature slider's maximum
+    set_notes: list[tuple[str, str]] = field(default_factory=list, repr=False)   # from the last set()
+    CONTROLS = ("prompt", "rule", "draft_depth", "temperature", "threshold", "seed")
+
+    def __post_init__(self) -> None:
+        check_int("StepperState.model_depth", self.model_depth, minimum=0)
+        check_int("StepperState.vocab_size", self.vocab_size, minimum=1)
+        check_int("StepperState.max_prompt_tokens", self.max_prompt_tokens, minimum=1)
+        check_number("StepperState.max_temperature", self.max_temperature, minimum=0)
+        if self.trace_fn is not None and not callable(self.trace_fn):
+            raise TypeError(f"StepperState.trace_fn must be None or callable; got {type(self.trace_fn).__name__}")
 
     @classmethod
     def for_model(cls, model, tokenizer=None, max_new_tokens: int = 24, **controls) -> "StepperState":
+        check_int("max_new_tokens", max_new_tokens, minimum=1)
         cfg = model.config
+        controls.setdefault("draft_depth", max(1, cfg.mtp_depth))     # all D modules, unless asked otherwise
         return cls(trace_fn=speculative_trace_fn(model, max_new_tokens), tokenizer=tokenizer or ByteTokenizer(),
                    model_depth=cfg.mtp_depth, vocab_size=cfg.vocab_size,
                    max_prompt_tokens=max(1, cfg.max_seq_len - max_new_tokens - cfg.mtp_depth - 2), **controls)
 
     # -- controls
     def set(self, **controls) -> None:
-        """Set any of prompt, rule, draft_depth, temperature, threshold, seed; resets the replay."""
-        for name, value in controls.items():
-            if name not in ("prompt", "rule", "draft_depth", "temperature", "threshold", "seed"):
-                raise AttributeError(f"StepperState has no control {name!r}")
-            setattr(self, name, value)
+        """Set any of prompt, rule, draft_depth, temperature, threshold, seed; resets the replay.
+        Never raises on a value (module docstring); an unknown control name is a TypeError."""
+        self.set_notes = self._set_controls(controls)
         self.reset(keep_trace=False)
+
+    def _resolve(self, name: str, value: Any) -> Resolved:
+        """(the value to use, a note or None) for one control; TypeError / ValueError to refuse it."""
+        if name == "prompt":
+            if not isinstance(value, str):
+                raise TypeError(f"prompt must be a str; got {type(value).__name__}.")
+            if value.strip():
+                self._encode(value)
+            return value, None
+        if name == "rule":
+            if not isinstance(value, str) or value not in RULES:
+                raise ValueError(f"rule {short(value)} is not one of {', '.join(RULES)}.")
+            return value, None
+        if name == "draft_depth":                       # (a D = 0 model: ensure_trace and html say why not)
+            depth = check_int("draft depth", value)
+            if depth < 1:
+                raise ValueError(f"Draft at least 1 token per step; got draft depth = {depth}.")
+            if 0 < self.model_depth < depth:
+                return self.model_depth, (f"This model has D = {self.model_depth} MTP modules; drafting {depth} "
+                                          f"tokens would reuse modules. The stepper drafts {self.model_depth}.")
+            return depth, None
+        if name == "temperature":
+            temperature = check_number("temperature", value)
+            if temperature < 0:
+                raise ValueError(f"temperature must be 0 (greedy) or more; got {temperature:g}.")
+            if temperature > self.max_temperature:
+                return self.max_temperature, (f"temperature {temperature:g} is above this stepper's maximum "
+                                              f"{self.max_temperature:g} (the slider's range); using "
+                                              f"{self.max_temperature:g}.")
+            return temperature, None
+        if name == "threshold":
+            return check_number("threshold", value, minimum=0, below=1), None
+        return check_int("seed", value, minimum=0, maximum=2**64 - 1, note="a torch seed"), None
+
+    def _encode(self, text: str) -> list[int]:
+        try:
+            return list(self.tokenizer.encode(text))
+        except Exception as err:                                       # a tokenizer that refuses the text
+            raise ValueError(f"The tokenizer could not encode this prompt: {err}") from None
 
     def reset(self, keep_trace: bool = True) -> None:
         """Back to step 0; with keep_trace the same recorded trace is replayed again."""
@@ -88,6 +144,8 @@ class StepperState:
 
     def load_trace(self, trace: Trace, prompt_text: str | None = None) -> None:
         """Replay a recorded trace (e.g. Trace.from_json(...)); the controls follow the trace."""
+        if not isinstance(trace, Trace):
+            raise TypeError(f"load_trace takes a mtp_edu.traces.Trace; got {type(trace).__name__}")
         self.rule, self.draft_depth, self.trace = trace.rule, trace.draft_depth, trace
         self.prompt = prompt_text if prompt_text is not None else self._decode(trace.prompt)
         self.shown, self.playing, self.error = 0, False, ""
@@ -99,14 +157,15 @@ class StepperState:
             self.error = "Type a prompt to start."
             return None
         try:
-            ids = list(self.tokenizer.encode(self.prompt))
-        except Exception as err:                                       # a tokenizer that refuses the text
-            self.error = f"The tokenizer could not encode this prompt: {err}"
+            ids = self._encode(self.prompt)
+        except ValueError as err:
+            self.error = str(err)
             return None
         if not ids:
             self.error = "This prompt encodes to no tokens; type something else."
             return None
-        bad = sorted({i for i in ids if not 0 <= i < self.vocab_size})
+        bad = sorted({i for i in ids if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < self.vocab_size},
+                     key=repr)
         if bad:
             self.error = (f"The prompt has tokens outside this model's vocabulary (V = {self.vocab_size}): "
                           f"{', '.join(show_token(i) for i in bad[:8])}. Try plain ASCII text.")
@@ -117,39 +176,34 @@ class StepperState:
         return ids
 
     def controls_ok(self) -> tuple[int, float] | None:
+        """(draft depth, temperature) to decode with, or None with `error` saying why; also checks rule,
+        threshold and seed (values given to the constructor meet the same rule as set()'s)."""
         self.notes = [n for n in self.notes if n.startswith("prompt:")]
-        if self.rule not in RULES:
-            self.error = f"rule {self.rule!r} is not one of {', '.join(RULES)}."
-            return None
+        used = {}
         try:
-            depth = check_int("draft depth", self.draft_depth)
-        except TypeError as err:
-            self.error = str(err)
-            return None
-        if depth < 1:
-            self.error = "Draft at least 1 token per step."
-            return None
-        if depth > self.model_depth:
-            self.notes.append(f"This model has D = {self.model_depth} MTP modules; drafting {depth} tokens would "
-                              f"reuse modules. The stepper drafts {self.model_depth}.")
-            depth = self.model_depth
-        try:
-            temperature = float(check_number("temperature", self.temperature))
+            for name in ("rule", "draft_depth", "temperature", "threshold", "seed"):
+                used[name], note = self._resolve(name, getattr(self, name))
+                if note:
+                    self.notes.append(note)
         except (TypeError, ValueError) as err:
             self.error = str(err)
             return None
-        if not temperature >= 0:
-            self.error = "temperature must be 0 (greedy) or more."
-            return None
-        if self.rule == "sample" and temperature == 0:
+        if used["rule"] == "sample" and used["temperature"] == 0:
             self.notes.append("rule 'sample' at temperature 0 samples from a one-hot p: same output as greedy.")
-        return depth, temperature
+        return used["draft_depth"], float(used["temperature"])
 
     # -- actions
     def ensure_trace(self) -> bool:
         if self.trace is not None:
             return True
         self.error = ""
+        if self.model_depth == 0:
+            self.error = NO_MTP_MODULES
+            return False
+        if any(kind == "warn" for kind, _ in self.set_notes):
+            self.error = ("The stepper does not decode until the refused control above is set to an allowed "
+                          "value (it never decodes with settings other than the ones asked for).")
+            return False
         ids = self.prompt_ids()
         checked = self.controls_ok() if ids is not None else None
         if ids is None or checked is None:
@@ -169,7 +223,7 @@ class StepperState:
 
     def step(self) -> bool:
         """Reveal one more step; False (and pause) at the end or on an error."""
-        if not self.ensure_trace() or self.shown >= len(self.trace.steps):
+        if not self.ensure_trace() or self._check_shown() >= len(self.trace.steps):
             self.playing = False
             return False
         self.shown += 1
@@ -182,7 +236,7 @@ class StepperState:
         if self.playing:
             self.playing = False
         else:
-            if self.trace is not None and self.shown >= len(self.trace.steps):
+            if self.trace is not None and self._check_shown() >= len(self.trace.steps):
                 self.reset()
             self.playing = self.ensure_trace()
         return self.playing
@@ -193,14 +247,26 @@ class StepperState:
 
     @property
     def done(self) -> bool:
-        return self.trace is not None and self.shown >= len(self.trace.steps)
+        return self.trace is not None and self._check_shown() >= len(self.trace.steps)
+
+    def _check_shown(self) -> int:
+        """`shown` as a step count of the trace (0..steps); a value assigned from outside that is not one
+        (shown = 999, -1, 'x') is clamped into that range, with a note."""
+        n = len(self.trace.steps) if self.trace is not None else 0
+        s = self.shown
+        if isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= n:
+            return s
+        self.shown = min(max(s, 0), n) if isinstance(s, int) and not isinstance(s, bool) else 0
+        self.notes.append(f"shown = {short(s)} is not a step count of this trace (0..{n}); showing step "
+                          f"{self.shown}.")
+        return self.shown
 
     # -- what is shown
     def partial_trace(self) -> Trace | None:
         if self.trace is None:
             return None
         t = self.trace
-        return Trace(t.prompt, t.rule, t.draft_depth, t.steps[:self.shown], t.first_token, t.lossy)
+        return Trace(t.prompt, t.rule, t.draft_depth, t.steps[:self._check_shown()], t.first_token, t.lossy)
 
     def _decode(self, ids) -> str:
         try:
@@ -238,8 +304,13 @@ class StepperState:
         s = self.trace.steps[n]
         td = '<td style="padding:1px 10px;border-bottom:1px solid #eaeef2">'
         # the column that decides acceptance under this trace's rule
+        try:
+            threshold = self._resolve("threshold", self.threshold)[0]
+        except (TypeError, ValueError):                                # refused: say nothing wrong instead
+            threshold = None
         rule_col = {"sample": ("min(1, p/q)", lambda p, q: f"{min(1.0, p / q) if q > 0 else float('nan'):.3f}"),
-                    "threshold": (f"p > {self.threshold:g}?", lambda p, q: "yes" if p > self.threshold else "no")
+                    "threshold": (f"p > {threshold:g}?", lambda p, q: "yes" if p > threshold else "no")
+                    if threshold is not None else ("p > threshold?", lambda p, q: "?")
                     }.get(self.trace.rule, ("is the main argmax?", None))
         rows = "".join(
             f"<tr>{td}{j + 1}</td>{td}<code>{html.escape(show_token(t, self.tokenizer))}</code></td>"
@@ -275,9 +346,13 @@ class StepperState:
                 f'<div class="mtp-acceptance">{"".join(bars)}</div></div>')
 
     def html(self) -> str:
-        notes = "".join(message_html(n, "info") for n in self.notes)
-        if self.error:
-            return f'<div class="mtp-stepper">{message_html(self.error, "warn")}{notes}</div>'
+        self._check_shown()
+        set_notes = notes_html(self.set_notes)
+        notes = set_notes + "".join(message_html(n, "info") for n in self.notes)
+        error = self.error or (NO_MTP_MODULES if self.trace is None and self.model_depth == 0 else "")
+        if error:
+            return (f'<div class="mtp-stepper">{set_notes}{message_html(error, "warn")}'
+                    f'{"".join(message_html(n, "info") for n in self.notes)}</div>')
         if self.trace is None:
             return (f'<div class="mtp-stepper">{notes}{message_html("Press Step or Play to draft and verify.")}'
                     f'{self.stats_html()}</div>')

@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import ipywidgets as W
 
+from ..checks import check_int
 from ..config import MTP_STYLES, MTPConfig
 from ..decoding import RULES
 from ..traces import Trace
@@ -89,13 +90,18 @@ def _live(state, controls: dict[str, W.Widget]) -> Explorer:
 # ---- shift-table explorer ----------------------------------------------------------------------------
 def shift_table_explorer(text: str = "The cat sat on the mat.", depth: int = 2, max_depth: int = 4,
                          tokenizer: Any = None, max_tokens: int = 24) -> Explorer:
-    """A text box and a depth slider -> the coloured token-shift table (bytes shown escaped)."""
-    state = ShiftTableState(text=text, depth=depth, max_depth=max_depth, max_tokens=max_tokens,
+    """A text box and a depth slider -> the coloured token-shift table (bytes shown escaped).
+
+    text and depth go through the state's set(): a depth above max_depth is clamped, a wrong value is
+    refused (the default stays), each with a note in the view, so the controls show what is used."""
+    state = ShiftTableState(max_depth=max_depth, max_tokens=max_tokens,
                             **({"tokenizer": tokenizer} if tokenizer is not None else {}))
+    state.depth = min(state.depth, max_depth)              # the default, kept if `depth` is refused
+    state.set(text=text, depth=depth)
     controls = {
-        "text": _classed(W.Text(value=text, description="text", continuous_update=True,
+        "text": _classed(W.Text(value=state.text, description="text", continuous_update=True,
                                 layout=W.Layout(width="32em")), "mtp-text"),
-        "depth": _classed(W.IntSlider(value=min(max(depth, 0), max_depth), min=0, max=max_depth,
+        "depth": _classed(W.IntSlider(value=state.depth, min=0, max=max_depth,
                                       description="depth D"), "mtp-depth"),
     }
     return _live(state, controls)
@@ -104,11 +110,15 @@ def shift_table_explorer(text: str = "The cat sat on the mat.", depth: int = 2, 
 # ---- architecture explorer ---------------------------------------------------------------------------
 def architecture_explorer(config: MTPConfig | None = None, depth: int = 1, style: str = "sequential",
                           max_depth: int = 4) -> Explorer:
-    """D and style selectors -> the architecture diagram, re-rendered from a model with that config."""
-    state = ArchitectureState(depth=depth, style=style, max_depth=max_depth, base=config or MTPConfig())
+    """D and style selectors -> the architecture diagram, re-rendered from a model with that config.
+    depth and style go through the state's set() (clamped or refused with a note, as in state.py)."""
+    state = ArchitectureState(max_depth=max_depth, base=MTPConfig() if config is None else config)
+    state.depth = min(state.depth, max_depth)              # the default, kept if `depth` is refused
+    state.set(depth=depth, style=style)
     controls = {
-        "depth": _classed(W.IntSlider(value=depth, min=0, max=max_depth, description="D"), "mtp-depth"),
-        "style": _classed(W.Dropdown(options=list(MTP_STYLES), value=style, description="mtp_style"), "mtp-style"),
+        "depth": _classed(W.IntSlider(value=state.depth, min=0, max=max_depth, description="D"), "mtp-depth"),
+        "style": _classed(W.Dropdown(options=list(MTP_STYLES), value=state.style, description="mtp_style"),
+                          "mtp-style"),
     }
     return _live(state, controls)
 
@@ -123,18 +133,27 @@ def stepper(model=None, tokenizer: Any = None, *, trace_fn: Callable[..., Trace]
 
     Give a `model` (drafts with mtp_edu.decoding.speculative_generate), or a `trace_fn` with the
     signature `(prompt_ids, rule, draft_depth, temperature, threshold, seed) -> Trace`, or a recorded
-    `trace` to replay."""
+    `trace` to replay.
+
+    prompt, rule, draft_depth and temperature go through the state's set(): a value beyond its
+    control's range (temperature above 2, a draft depth above D) is clamped and a wrong one refused,
+    each with a note in the view, so the controls always show what the stepper decodes with."""
+    check_int("max_new_tokens", max_new_tokens, minimum=1)
+    check_int("interval_ms", interval_ms, minimum=1)
+    if trace is not None and not isinstance(trace, Trace):
+        raise TypeError(f"trace must be None or a mtp_edu.traces.Trace; got {type(trace).__name__}")
     if model is not None:
-        state = StepperState.for_model(model, tokenizer, max_new_tokens, prompt=prompt, rule=rule,
-                                       draft_depth=draft_depth or model.config.mtp_depth, temperature=temperature)
+        state = StepperState.for_model(model, tokenizer, max_new_tokens)
         if trace_fn is not None:
             state.trace_fn = trace_fn
     else:
-        state = StepperState(trace_fn=trace_fn, prompt=prompt, rule=rule, temperature=temperature,
-                             **({"tokenizer": tokenizer} if tokenizer is not None else {}))
+        state = StepperState(trace_fn=trace_fn, **({"tokenizer": tokenizer} if tokenizer is not None else {}))
         if trace is not None:
             state.model_depth = max(state.model_depth, trace.draft_depth)
-        state.draft_depth = draft_depth or state.model_depth
+    state.draft_depth = state.model_depth                    # the default, kept if `draft_depth` is refused
+    state.set(prompt=prompt, rule=rule, temperature=temperature,
+              **({} if state.model_depth == 0 else {"draft_depth": state.model_depth if draft_depth is None
+                                                    else draft_depth}))
     if trace is not None:
         state.load_trace(trace)
     D = max(1, state.model_depth)
@@ -142,9 +161,10 @@ def stepper(model=None, tokenizer: Any = None, *, trace_fn: Callable[..., Trace]
         "prompt": _classed(W.Textarea(value=state.prompt, description="prompt", rows=2,
                                       layout=W.Layout(width="30em")), "mtp-prompt"),
         "rule": _classed(W.Dropdown(options=list(RULES), value=state.rule, description="rule"), "mtp-rule"),
-        "draft_depth": _classed(W.IntSlider(value=min(max(int(state.draft_depth), 1), D), min=1, max=D,
-                                            description="draft depth"), "mtp-draft-depth"),
-        "temperature": _classed(W.FloatSlider(value=temperature, min=0.0, max=2.0, step=0.1,
+        "draft_depth": _classed(W.IntSlider(value=min(max(state.draft_depth, 1), D), min=1, max=D,
+                                            description="draft depth", disabled=state.model_depth == 0),
+                                "mtp-draft-depth"),
+        "temperature": _classed(W.FloatSlider(value=state.temperature, min=0.0, max=state.max_temperature, step=0.1,
                                               description="temperature"), "mtp-temperature"),
         "threshold": _classed(W.FloatSlider(value=state.threshold, min=0.05, max=0.95, step=0.05,
                                             description="threshold"), "mtp-threshold"),
@@ -222,16 +242,22 @@ def _safe(callback, view: W.HTML):
 # ---- loss-weight explorer ------------------------------------------------------------------------------
 def loss_weight_explorer(lam: float = 0.3, schedule: str = "constant", depth: int = 3,
                          total_steps: int = 1000) -> Explorer:
-    """lambda and a schedule (constant, DeepSeek step, decay, curriculum) -> the curve and L's formula."""
-    state = LossWeightState(schedule=schedule, lam=lam, depth=depth, total_steps=total_steps)
+    """lambda and a schedule (constant, DeepSeek step, decay, curriculum) -> the curve and L's formula.
+
+    lam, schedule, depth and total_steps go through the state's set(): λ above 1 and D above 6 (the
+    sliders' ends) are clamped, a wrong value is refused, each with a note in the view."""
+    state = LossWeightState()
+    state.set(schedule=schedule, lam=lam, depth=depth, total_steps=total_steps)
+    total = state.total_steps
     controls = {
-        "lam": _classed(W.FloatSlider(value=lam, min=0.0, max=1.0, step=0.05, description="λ"), "mtp-lambda"),
-        "schedule": _classed(W.Dropdown(options=list(SCHEDULES), value=schedule, description="schedule"),
+        "lam": _classed(W.FloatSlider(value=state.lam, min=0.0, max=state.max_lam, step=0.05, description="λ"),
+                        "mtp-lambda"),
+        "schedule": _classed(W.Dropdown(options=list(SCHEDULES), value=state.schedule, description="schedule"),
                              "mtp-schedule"),
-        "depth": _classed(W.IntSlider(value=depth, min=1, max=6, description="D"), "mtp-depth"),
-        "alpha": _classed(W.FloatSlider(value=1.0, min=0.25, max=4.0, step=0.25, description="decay α"),
+        "depth": _classed(W.IntSlider(value=state.depth, min=1, max=state.max_depth, description="D"), "mtp-depth"),
+        "alpha": _classed(W.FloatSlider(value=state.alpha, min=0.25, max=4.0, step=0.25, description="decay α"),
                           "mtp-alpha"),
-        "step": _classed(W.IntSlider(value=0, min=0, max=total_steps, step=max(1, total_steps // 100),
+        "step": _classed(W.IntSlider(value=0, min=0, max=total, step=max(1, total // 100),
                                      description="step"), "mtp-step"),
     }
     formula = _classed(W.HTML(), "mtp-view")
