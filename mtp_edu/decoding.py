@@ -264,6 +264,23 @@ def _make_drafter(drafter, experimental_reuse_modules: bool):
     return drafter
 
 
+def check_speculative_args(model: MTPModel, prompt_ids, max_new_tokens, rule, temperature, top_k, top_p,
+                           threshold, seed) -> list[int]:
+    """The checks every speculative decoder (chain or tree) makes of its common arguments; returns the
+    prompt as a list of ids."""
+    prompt = _check_prompt(model, prompt_ids)
+    check_int("max_new_tokens", max_new_tokens, minimum=0)
+    if rule not in RULES:
+        raise ValueError(f"rule={rule!r} is not allowed: must be one of {', '.join(RULES)}")
+    _check_sampling(temperature, top_k, top_p, model.config.vocab_size)
+    if rule == "greedy" and temperature != 0:
+        raise ValueError(f"rule='greedy' decodes at temperature 0 (got temperature={temperature}); "
+                         f"for temperature > 0 use rule='sample' (lossless) or rule='threshold' (lossy)")
+    check_number("threshold", threshold, minimum=0, below=1, note="used by rule='threshold'")
+    _check_seed(seed)
+    return prompt
+
+
 def speculative_generate(model: MTPModel, prompt_ids, max_new_tokens: int, rule: str = "greedy",
                          draft_depth: int | None = None, temperature: float = 0.0,
                          top_k: int | None = None, top_p: float | None = None, threshold: float = 0.5,
@@ -286,17 +303,9 @@ def speculative_generate(model: MTPModel, prompt_ids, max_new_tokens: int, rule:
     Near the end the draft depth shrinks so no step runs past max_new_tokens.
     At temperature 0, the p and q in the trace are plain softmax probabilities (the models' confidence).
     """
-    prompt = _check_prompt(model, prompt_ids)
-    check_int("max_new_tokens", max_new_tokens, minimum=0)
-    if rule not in RULES:
-        raise ValueError(f"rule={rule!r} is not allowed: must be one of {', '.join(RULES)}")
-    _check_sampling(temperature, top_k, top_p, model.config.vocab_size)
-    if rule == "greedy" and temperature != 0:
-        raise ValueError(f"rule='greedy' decodes at temperature 0 (got temperature={temperature}); "
-                         f"for temperature > 0 use rule='sample' (lossless) or rule='threshold' (lossy)")
-    check_number("threshold", threshold, minimum=0, below=1, note="used by rule='threshold'")
+    prompt = check_speculative_args(model, prompt_ids, max_new_tokens, rule, temperature, top_k, top_p,
+                                    threshold, seed)
     check_number("min_draft_confidence", min_draft_confidence, minimum=0, maximum=1)
-    _check_seed(seed)
     drafter = _make_drafter(drafter, experimental_reuse_modules)
     depth = drafter.check_depth(model, draft_depth)
     budget = _budget(model, len(prompt), max_new_tokens)

@@ -43,8 +43,8 @@ from typing import Sequence
 
 import torch
 
-from .checks import check_int, check_number
-from .decoding import RULES, _budget, _check_prompt, _check_sampling, _eval_mode, _generator, _Rule, target_probs
+from .checks import check_int
+from .decoding import _budget, _eval_mode, _generator, _Rule, check_speculative_args, target_probs
 from .drafting import DecodeState, MTPDrafter
 from .model import KVCache, MTPModel
 from .traces import TreeStep, TreeTrace
@@ -441,17 +441,8 @@ class TreeDecoder:
     def __init__(self, model: MTPModel, prompt_ids, max_new_tokens: int, tree=(3, 2, 1), rule: str = "greedy",
                  temperature: float = 0.0, top_k: int | None = None, top_p: float | None = None,
                  threshold: float = 0.5, seed: int | None = 0, experimental_reuse_modules: bool = False):
-        prompt = _check_prompt(model, prompt_ids)
-        check_int("max_new_tokens", max_new_tokens, minimum=0)
-        if rule not in RULES:
-            raise ValueError(f"rule={rule!r} is not allowed: must be one of {', '.join(RULES)}")
-        _check_sampling(temperature, top_k, top_p, model.config.vocab_size)
-        if rule == "greedy" and temperature != 0:
-            raise ValueError(f"rule='greedy' decodes at temperature 0 (got temperature={temperature}); "
-                             f"for temperature > 0 use rule='sample' (lossless) or rule='threshold' (lossy)")
-        if rule == "threshold":
-            check_number("threshold", threshold, minimum=0, below=1)
-        check_int("seed", seed, minimum=0, optional=True, note="None = a fresh random seed")
+        prompt = check_speculative_args(model, prompt_ids, max_new_tokens, rule, temperature, top_k, top_p,
+                                        threshold, seed)
         cfg = model.config
         self.model, self.shape = model, as_tree_shape(tree)
         depth = self.shape.depth if self.shape.depth is not None else cfg.mtp_depth

@@ -43,6 +43,24 @@ def speculative_trace_fn(model, max_new_tokens: int = 24) -> TraceFn:
     return run
 
 
+
+def decode_text(tokenizer, ids) -> str:
+    """The text of `ids`, or each token shown on its own where the tokenizer cannot decode them."""
+    try:
+        return tokenizer.decode(list(ids))
+    except (TypeError, ValueError):
+        return "".join(show_token(i) for i in ids)
+
+
+def output_html(tokenizer, trace, shown: int) -> str:
+    """The prompt (grey) and the text of a trace's first `shown` steps, as a stepper shows them."""
+    emitted = [] if trace.first_token is None else [trace.first_token]
+    for step in trace.steps[:shown]:
+        emitted += step.emitted
+    return (f'<div class="mtp-output" style="font-family:monospace;white-space:pre-wrap;margin:4px 0">'
+            f'<span style="color:#8c959f">{html.escape(show_text(decode_text(tokenizer, trace.prompt)))}</span>'
+            f'<span>{html.escape(show_text(decode_text(tokenizer, emitted)))}</span></div>')
+
 @dataclass
 class StepperState(Controls):
     """Replays a speculative-decoding Trace one verification step at a time.
@@ -147,7 +165,7 @@ class StepperState(Controls):
         if not isinstance(trace, Trace):
             raise TypeError(f"load_trace takes a mtp_edu.traces.Trace; got {type(trace).__name__}")
         self.rule, self.draft_depth, self.trace = trace.rule, trace.draft_depth, trace
-        self.prompt = prompt_text if prompt_text is not None else self._decode(trace.prompt)
+        self.prompt = prompt_text if prompt_text is not None else decode_text(self.tokenizer, trace.prompt)
         self.shown, self.playing, self.error = 0, False, ""
 
     # -- checks: every problem becomes a note or an error message
@@ -268,12 +286,6 @@ class StepperState(Controls):
         t = self.trace
         return Trace(t.prompt, t.rule, t.draft_depth, t.steps[:self._check_shown()], t.first_token, t.lossy)
 
-    def _decode(self, ids) -> str:
-        try:
-            return self.tokenizer.decode(list(ids))
-        except Exception:
-            return "".join(show_token(i) for i in ids)
-
     def _tok(self, token: int, cls: str, title: str, colour: str, strike: bool = False) -> str:
         text = html.escape(show_token(token, self.tokenizer))
         style = (f"display:inline-block;min-width:1.1em;text-align:center;margin:1px;padding:1px 4px;"
@@ -357,12 +369,7 @@ class StepperState(Controls):
             return (f'<div class="mtp-stepper">{notes}{message_html("Press Step or Play to draft and verify.")}'
                     f'{self.stats_html()}</div>')
         t = self.trace
-        emitted = [] if t.first_token is None else [t.first_token]
-        for s in t.steps[:self.shown]:
-            emitted += s.emitted
-        text = (f'<div class="mtp-output" style="font-family:monospace;white-space:pre-wrap;margin:4px 0">'
-                f'<span style="color:#8c959f">{html.escape(show_text(self._decode(t.prompt)))}</span>'
-                f'<span>{html.escape(show_text(self._decode(emitted)))}</span></div>')
+        text = output_html(self.tokenizer, t, self.shown)
         first = "" if t.first_token is None else (
             '<div class="mtp-step" style="font-family:sans-serif;margin:2px 0;opacity:0.75">'
             '<span style="display:inline-block;width:5.5em">prefill:</span>'

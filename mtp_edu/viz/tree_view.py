@@ -22,7 +22,8 @@ from ..data import ByteTokenizer
 from ..decoding import RULES
 from ..traces import TreeStep, TreeTrace
 from .state import message_html
-from .tokens import show_text, show_token
+from .stepper_state import decode_text, output_html
+from .tokens import show_token
 
 COLOURS = {"root": "#57606a", "accepted": "#1a7f37", "rejected": "#cf222e", "untried": "#8c959f",
            "extra": "#0969da"}
@@ -205,13 +206,7 @@ class TreeStepperState:
 
     def load_trace(self, trace: TreeTrace, prompt_text: str | None = None) -> None:
         self.trace, self.rule, self.tree, self.shown, self.error = trace, trace.rule, trace.tree, 0, ""
-        self.prompt = prompt_text if prompt_text is not None else self._decode(trace.prompt)
-
-    def _decode(self, ids) -> str:
-        try:
-            return self.tokenizer.decode(list(ids))
-        except Exception:
-            return "".join(show_token(i) for i in ids)
+        self.prompt = prompt_text if prompt_text is not None else decode_text(self.tokenizer, trace.prompt)
 
     def ensure_trace(self) -> bool:
         if self.trace is not None:
@@ -267,12 +262,7 @@ class TreeStepperState:
         if self.trace is None:
             return f'<div class="mtp-tree-stepper">{message_html("Press Step to draft a tree and verify it.")}</div>'
         t = self.trace
-        emitted = [] if t.first_token is None else [t.first_token]
-        for s in t.steps[:self.shown]:
-            emitted += s.emitted
-        text = (f'<div class="mtp-output" style="font-family:monospace;white-space:pre-wrap;margin:4px 0">'
-                f'<span style="color:#8c959f">{html.escape(show_text(self._decode(t.prompt)))}</span>'
-                f'<span>{html.escape(show_text(self._decode(emitted)))}</span></div>')
+        text = output_html(self.tokenizer, t, self.shown)
         status = "finished" if self.done else f"step {self.shown} of {len(t.steps)}"
         head = (f'<div style="font-family:sans-serif;color:#57606a">tree = {html.escape(t.tree)}, rule = '
                 f'{html.escape(t.rule)}{" (lossy rule)" if t.lossy else ""}; {status}. '
