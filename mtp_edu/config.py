@@ -127,7 +127,7 @@ class TrainConfig(DictConfig):
             check_int(f"TrainConfig.{field}", getattr(self, field), minimum=0)
         check_number("TrainConfig.lr", self.lr, above=0)
         check_number("TrainConfig.min_lr_ratio", self.min_lr_ratio, minimum=0, maximum=1)
-        check_int("TrainConfig.seed", self.seed)
+        check_int("TrainConfig.seed", self.seed, minimum=0, maximum=2**64 - 1, note="a torch seed is < 2**64")
         if self.lambda_schedule not in LAMBDA_SCHEDULES:
             raise ValueError(f"TrainConfig.lambda_schedule={self.lambda_schedule!r} is not allowed: "
                              f"must be one of {', '.join(LAMBDA_SCHEDULES)}")

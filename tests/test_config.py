@@ -62,3 +62,11 @@ def test_init_seed_is_bounded_by_what_torch_takes_for_every_module():
         cfg.replace(init_seed=top + 1)
     with pytest.raises(ValueError):                        # what the bound guards against
         torch.Generator().manual_seed(2**64)
+
+
+def test_train_seed_is_a_torch_seed():
+    from mtp_edu.config import TrainConfig
+    assert TrainConfig(seed=2**64 - 1).seed == 2**64 - 1
+    for bad in (-1, 2**64, 2**70):
+        with pytest.raises(ValueError, match="TrainConfig.seed"):
+            TrainConfig(seed=bad)
