@@ -21,6 +21,8 @@ def fake_repo(folder: Path) -> Path:
     (folder / "pyproject.toml").write_text('[project]\nname = "mtp-edu"\n')
     nbformat.write(nbformat.v4.new_notebook(), folder / "notebooks" / "00_demo.ipynb")
     cell = nbformat.v4.new_code_cell("x = 1\n### BEGIN SOLUTION\nx = 2\n### END SOLUTION\n")
+    cell.metadata["nbgrader"] = {"grade": False, "grade_id": "a9-demo", "locked": False, "schema_version": 3,
+                                 "solution": True, "task": False}
     solution = folder / "notebooks" / "assignments" / "a9_demo_solution.ipynb"
     nbformat.write(nbformat.v4.new_notebook(cells=[cell]), solution)
     return folder.resolve()
@@ -51,7 +53,7 @@ def test_assignments_with_repo_writes_the_student_versions(tmp_path, monkeypatch
     monkeypatch.chdir(tmp_path)
     assert main(["assignments", "--repo", str(repo)]) == 0
     student = nbformat.read(repo / "notebooks" / "assignments" / "a9_demo.ipynb", as_version=4)
-    assert student.cells[0].source == 'x = 1\nraise NotImplementedError("your code here")\n'
+    assert student.cells[0].source == 'x = 1\n# YOUR CODE HERE\nraise NotImplementedError()\n'
     assert "a9_demo.ipynb" in capsys.readouterr().out
 
 
