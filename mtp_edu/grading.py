@@ -324,6 +324,8 @@ def _same_cell(got: Any, want: Any) -> bool:
 
 def _cell_meaning(tokens: list, k: int, i: int, want: Any, reads: bool) -> str:
     T = len(tokens) - 1
+    if want is None and T - k <= 0:
+        return (f"depth k={k} has no position at all (T-k = {T - k} <= 0): its whole row is padding (None)")
     if want is None:
         return (f"depth k={k} has positions i = 1..T-k = 1..{T - k} only (at i={i} its target t_{i + k + 1} would "
                 f"lie past the last token t_{T + 1}), so the cell at i={i} is padding (None)")
