@@ -108,8 +108,8 @@ def quality_report(model: MTPModel, tokenizer, chunks: torch.Tensor, greedy_prom
 
 
 def card_prompts(val_text: str) -> tuple[list[str], list[str]]:
-    """(greedy, parse) prompts: the first 200 bytes of the first 8 held-out files, and the whole lines
-    within the first 200 bytes of the first 20."""
+    """(greedy, parse) prompts: 200 bytes of code from each of the first 8 held-out files that have a
+    top-level def or class, and the whole lines within the same 200 bytes of the first 20."""
     return (quality.code_prompts(val_text, GREEDY_PROMPTS),
             quality.code_prompts(val_text, PARSE_SAMPLES, whole_lines=True))
 

@@ -3,7 +3,8 @@
 - `compressor_bits_per_byte(text)`: what `gzip -9` and `xz -9e` need per byte of the same text. A
   language model is a compressor too (arithmetic coding turns -log2 p into bits), so its bits per
   byte, summed loss / bytes scored / ln 2, is directly comparable, whatever its tokenizer.
-- `code_prompts(corpus_val)`: fixed prompts cut from the start of each held-out file.
+- `code_prompts(corpus_val)`: fixed prompts of code, from the first top-level `def` or `class` of
+  each held-out file.
 - `distinct_ngram_ratio(tokens, n)`: distinct n-grams / all n-grams of a text; a model stuck in a
   loop ("a string a string a string") scores near 0, varied text near 1.
 - `parses(prompt, continuation, lines)`: whether prompt + the first `lines` complete lines of the
@@ -44,17 +45,25 @@ def held_out_files(val_text: str) -> list[tuple[str, str]]:
             for j, m in enumerate(marks)]
 
 
+CODE_START = re.compile(r"^(?:async def|def|class) ", re.MULTILINE)   # a top-level definition starts code
+
+
 def code_prompts(val_text: str, n: int, n_bytes: int = 200, whole_lines: bool = False) -> list[str]:
-    """The first `n_bytes` bytes of each of the first `n` held-out files (header included), or the
-    complete lines that fit in them when `whole_lines`; a cut never splits a UTF-8 character."""
-    files = held_out_files(val_text)
-    if len(files) < n:
-        raise ValueError(f"the validation text holds {len(files)} files; {n} prompts were asked for")
+    """`n` prompts of code: from each held-out file in order that has a top-level `def` or `class`, the
+    `n_bytes` bytes from the first such line on (the docstrings and licences that open most files are
+    prose, not code), or the complete lines within them when `whole_lines`. A cut never splits a UTF-8
+    character."""
     prompts = []
-    for _, text in files[:n]:
-        cut = text.encode("utf-8")[:n_bytes].decode("utf-8", errors="ignore")
+    for _, text in held_out_files(val_text):
+        start = CODE_START.search(text)
+        if start is None:
+            continue
+        cut = text[start.start():].encode("utf-8")[:n_bytes].decode("utf-8", errors="ignore")
         prompts.append(cut[:cut.rfind("\n") + 1] if whole_lines else cut)
-    return prompts
+        if len(prompts) == n:
+            return prompts
+    raise ValueError(f"the validation text holds {len(prompts)} files with a top-level def or class; "
+                     f"{n} prompts were asked for")
 
 
 def distinct_ngram_ratio(tokens: list, n: int = 4) -> float:

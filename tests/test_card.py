@@ -42,14 +42,16 @@ def test_distinct_ngrams_and_parsing():
     assert not parses("", "x = '\0'\n")                                     # ValueError inside ast.parse
 
 
-def test_prompts_come_from_the_held_out_files_in_order():
-    val = "".join(f"# ==== m{i}.py ====\n" + "x = 'é'\n" * 40 for i in range(3))
-    assert [n for n, _ in held_out_files(val)] == ["m0.py", "m1.py", "m2.py"]
-    prompts = code_prompts(val, 3, n_bytes=50)
-    assert all(p.startswith(f"# ==== m{i}.py ====") and len(p.encode()) <= 50 for i, p in enumerate(prompts))
+def test_prompts_are_code_from_the_held_out_files_in_order():
+    body = "def f{i}(x):\n    return 'é' * x\n" * 20
+    val = "".join(f"# ==== m{i}.py ====\n\"\"\"Docstring.\"\"\"\n" + (body.format(i=i) if i != 1 else "x = 1\n" * 30)
+                  for i in range(4))
+    assert [n for n, _ in held_out_files(val)] == ["m0.py", "m1.py", "m2.py", "m3.py"]
+    prompts = code_prompts(val, 3, n_bytes=50)                       # m1.py has no def or class: skipped
+    assert [p[:6] for p in prompts] == ["def f0", "def f2", "def f3"] and all(len(p.encode()) <= 50 for p in prompts)
     whole = code_prompts(val, 2, n_bytes=50, whole_lines=True)
-    assert all(p.endswith("\n") and parses(p, "") for p in whole)
-    with pytest.raises(ValueError, match="holds 3 files"):
+    assert whole[0] == "def f0(x):\n    return 'é' * x\ndef f0(x):\n"              # whole lines within 50 bytes
+    with pytest.raises(ValueError, match="holds 3 files with a top-level def or class"):
         code_prompts(val, 4)
 
 
