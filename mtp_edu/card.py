@@ -71,7 +71,7 @@ PARSE_SAMPLES, PARSE_LINES, PARSE_TEMPERATURE = 20, 40, 0.8
 
 
 def quality_report(model: MTPModel, tokenizer, chunks: torch.Tensor, greedy_prompts: list[str],
-                   parse_prompts: list[str]) -> dict:
+                   parse_prompts: list[str], val: dict | None = None) -> dict:
     """The quality gates of a code model, measured on held-out text (mtp_edu.quality).
 
     chunks: the validation chunks the card scores; gzip and xz compress exactly their text.
@@ -79,7 +79,8 @@ def quality_report(model: MTPModel, tokenizer, chunks: torch.Tensor, greedy_prom
     Parse: each prompt continued at T = 0.8 (seed = its index) to the context end; prompt + the first
     40 complete lines must pass `ast.parse`. `card_prompts` gives the prompts every card uses.
     """
-    val = evaluate(model, chunks, byte_lengths=token_byte_lengths(tokenizer))
+    if val is None:                              # `evaluate` of chunks with byte lengths, unless given
+        val = evaluate(model, chunks, byte_lengths=token_byte_lengths(tokenizer))
     D, context = model.config.mtp_depth, model.config.max_seq_len
     # a prompt keeps at most half the context (only a small model's, e.g. the tiny preset's, is that short)
     fit = lambda prompt: tokenizer.encode(prompt)[-(context // 2):]   # noqa: E731
@@ -131,7 +132,7 @@ def make_card(model: MTPModel, corpus_info: dict, val_data: torch.Tensor, tc: Tr
     full = eval_chunks(val_data, tc.seq_len, tc.final_eval_chunks)
     card_slice = eval_chunks(val_data, tc.seq_len, tc.card_chunks)
     byte_lengths = token_byte_lengths(tokenizer) if tokenizer is not None else None
-    val, sl = evaluate(model, full), evaluate(model, card_slice, byte_lengths=byte_lengths)
+    val, sl = evaluate(model, full, byte_lengths=byte_lengths), evaluate(model, card_slice, byte_lengths=byte_lengths)
     D = model.config.mtp_depth
 
     def per_depth(metrics: dict, what: str) -> list[float]:
@@ -164,7 +165,7 @@ def make_card(model: MTPModel, corpus_info: dict, val_data: torch.Tensor, tc: Tr
     if byte_lengths is not None:
         card["eval_slice"]["bits_per_byte"] = per_depth(sl, "bpb")
     if tokenizer is not None and val_text is not None:
-        card["quality"] = quality_report(model, tokenizer, full, *card_prompts(val_text))
+        card["quality"] = quality_report(model, tokenizer, full, *card_prompts(val_text), val=val)
     return card
 
 
