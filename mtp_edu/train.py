@@ -97,6 +97,32 @@ def train(model_config: MTPConfig, tc: TrainConfig, out: str | Path | None = Non
             torch.set_num_threads(threads)       # tc.threads holds for this run only, not for a notebook's next cell
 
 
+def progress_bar(**kw):
+    """tqdm.auto's bar: text in a terminal, a widget in a notebook. A saved notebook keeps, beside the
+    widget, a text copy for viewers without widgets (GitHub, nbconvert), taken when the bar is first
+    shown: a stuck 0%. So in a notebook the bar is shown with a display id, and `close()` replaces that
+    copy with the final bar."""
+    from tqdm.auto import tqdm
+    notebook = sys.modules.get("tqdm.notebook")              # imported by tqdm.auto only in a notebook kernel
+    if kw.get("disable") or notebook is None or not issubclass(tqdm, notebook.tqdm_notebook):
+        return tqdm(**kw)
+
+    class NotebookBar(tqdm):
+        def __init__(self, **kw):
+            from IPython.display import display
+            super().__init__(display=False, **kw)
+            self.handle = display(self.container, display_id=True)
+
+        def close(self):
+            super().close()
+            handle, self.handle = getattr(self, "handle", None), None
+            if handle is not None:                # once; the whole line (the widget's own copy is cut at 110)
+                final = self.container.__repr__(True)
+                handle.update({**self.container._repr_mimebundle_(), "text/plain": final}, raw=True)
+
+    return NotebookBar(**kw)
+
+
 def _finite(model: torch.nn.Module) -> bool:
     """True if no weight holds NaN or inf."""
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
@@ -192,9 +218,8 @@ def _train(model_config: MTPConfig, tc: TrainConfig, out, *, resume, export, exp
     autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else None
     val_periodic = eval_chunks(val_data, tc.seq_len, tc.eval_chunks)
     D = model_config.mtp_depth
-    from tqdm.auto import tqdm
-    bar = tqdm(total=tc.steps, initial=start, disable=not progress or rank != 0, desc=name, unit="step",
-               dynamic_ncols=True)
+    bar = progress_bar(total=tc.steps, initial=start, disable=not progress or rank != 0, desc=name, unit="step",
+                       dynamic_ncols=True)
     commands = (record["commands"] if record is not None else []) + [command]
     meta_common = {"corpus": corpus.describe(), "command": command, "commands": commands,
                    "train_config": tc.to_dict(), "name": name}

@@ -61,8 +61,8 @@ def test_stepper_as_a_standalone_voila_page(tmp_path):
             started = descendants(proc.pid)           # the page's kernel (in a session of its own)
             assert started, "Voila runs no kernel for the page"
             steps_before = int(re.search(r"after (\d+) step", before).group(1))   # the page opens a few steps in
-            page.wait_for_function("n => new RegExp(`after ${n} step`).test(document.querySelector('.mtp-tau').innerText)",
-                                   arg=steps_before + 3, timeout=30_000)
+            advanced = "n => new RegExp(`after ${n} step`).test(document.querySelector('.mtp-tau').innerText)"
+            page.wait_for_function(advanced, arg=steps_before + 3, timeout=30_000)
             after = tau.inner_text()
             assert re.search(r"τ = \d\.\d\d", after), (before, after)
             assert page.locator(".mtp-token-accepted").count() > 0
