@@ -79,6 +79,9 @@ def tree_svg(step: TreeStep, tokenizer: Any = None) -> str | None:
 
 
 # ---- HTML (no Graphviz) --------------------------------------------------------------------------------
+LIST_STYLE = "list-style:none;padding-left:1em"     # every level: a browser bullets nested lists
+
+
 def tree_html(step: TreeStep, tokenizer: Any = None) -> str:
     """The tree as nested lists: each node's token, q and p, coloured by outcome; the extra token in blue."""
     kids, outcome = step.children(), step.outcomes()
@@ -99,10 +102,11 @@ def tree_html(step: TreeStep, tokenizer: Any = None) -> str:
                      f'{html.escape(show_token(step.extra_token, tokenizer))}</span>'
                      f' <span style="color:{COLOURS["extra"]};font-size:85%">{step.extra_kind}</span>')
         inner = "".join(node(c) for c in kids[j])
-        return f"<li>{item}{f'<ul>{inner}</ul>' if inner else ''}</li>"
+        sub = f'<ul style="{LIST_STYLE}">{inner}</ul>' if inner else ""
+        return f"<li>{item}{sub}</li>"
 
-    return (f'<ul class="mtp-tree" style="list-style:none;padding-left:1em;margin:4px 0;font-family:sans-serif;'
-            f'line-height:1.6">{node(0)}</ul>')
+    return (f'<ul class="mtp-tree" style="{LIST_STYLE};margin:4px 0;font-family:sans-serif;line-height:1.6">'
+            f'{node(0)}</ul>')
 
 
 # ---- the mask -----------------------------------------------------------------------------------------------
