@@ -4,9 +4,13 @@ DeepSeek-V3 stores its one MTP module as the layer after the trunk (`model.layer
 layers 0..60) with `enorm`, `hnorm`, `eh_proj`, a decoder layer and `shared_head.{norm,head}`; its
 config calls D `num_nextn_predict_layers`. Megatron-core keeps the modules under
 `mtp.layers.{k-1}.*` with `enorm`, `hnorm`, `eh_proj`, `transformer_layer`, `final_layernorm`; its
-flags are `--mtp-num-layers` and `--mtp-loss-scaling-factor`. Where a part has no one-to-one
-counterpart (DeepSeek-V3 attends with MLA and uses MoE feed-forwards in most layers; Megatron fuses
-norms into its linear layers) the entry says so instead of inventing a name. DeepSeek-V3's MTP layer is
+flags are `--mtp-num-layers` and `--mtp-loss-scaling-factor`. The inner layer's name depends on the
+version: older versions name the module `transformer_layer`, as Megatron-core's distributed checkpoints
+still do; recent versions name it `mtp_model_layer` and map it back to `transformer_layer` when they save.
+The names inside a Transformer layer are those of Megatron-core's Transformer Engine layer spec, which
+fuses the norms before attention and before a dense MLP into the next linear layer. Where a part has no
+one-to-one counterpart (DeepSeek-V3 attends with MLA and uses MoE feed-forwards in most layers; Megatron's
+fused norms) the entry says so instead of inventing a name. DeepSeek-V3's MTP layer is
 an MoE layer like every trunk layer after the first three, so our module's dense SwiGLU matrices map
 onto each routed expert's and the shared expert's, with a router (`mlp.gate`) choosing the experts.
 """
