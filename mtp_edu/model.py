@@ -168,8 +168,9 @@ class SequentialMTP(nn.Module):
         h'^k_i = M_k [RMSNorm(Emb(t_{i+k})) ; RMSNorm(h^{k-1}_i)]     (eq. 21; M_k = eh_proj)
         h^k    = TRM_k(h'^k)                                          (eq. 22)
 
-    The paper writes [RMSNorm(h); RMSNorm(Emb)]; the released weights, Megatron-core and vLLM put the
-    embedding first. The two are the same model with M_k's two column blocks swapped.
+    The paper writes [RMSNorm(h); RMSNorm(Emb)]; the engines that run the released weights (vLLM, SGLang)
+    and Megatron-core put the embedding first. The two are the same model with M_k's two column blocks
+    swapped.
     """
 
     def __init__(self, cfg: MTPConfig):
