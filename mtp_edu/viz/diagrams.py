@@ -362,7 +362,8 @@ def token_flow_diagram(tokens: Sequence[Any], depth: int, *, style: str = "seque
     g = _new(f"mtp_token_flow_{style}_D{depth}", rankdir="TB", nodesep="0.12", ranksep="0.6")
     text = lambda t: t if isinstance(t, str) else show_token(t, tokenizer)
     shown = "".join(text(t) for t in tokens)
-    reads = "t_(i+k) and h^(k−1)_i" if style == "sequential" else "h^0_i only"
+    reads = {"sequential": "t_(i+k) and h^(k−1)_i", "parallel": "h^0_1..h^0_i (no token)",
+             "linear": "h^0_i only (no token)"}[style]
     g.attr(label=_box(f"Token flow, D={depth}, mtp_style={style}", f"chunk t₁..t{sub(len(tokens))} = {shown!r}",
                       f"depth k ≥ 1 at position i reads {reads} (main model: t_i), "
                       f"predicts t_(i+k+1)"), labelloc="t")
