@@ -1,8 +1,12 @@
 """The decoding benchmark runs end to end, alternates its runs, and reports what it promises."""
 import json
+import statistics
+import time
 
 import pytest
+import torch
 
+from mtp_edu import load_pretrained
 from mtp_edu.cli import UserError, main
 from mtp_edu.data import ByteTokenizer
 from mtp_edu.tools import bench
@@ -27,19 +31,42 @@ def test_bench_model_reports_every_variant():
 
 def test_sampled_runs_and_the_speed_model():
     model = tiny_model(max_seq_len=40).float()
-    trunk, draft = model.trunk, bench.MTPDrafter.draft
     res = bench.bench_model(model, [[1, 2, 3, 4, 5, 6]], new_tokens=12, depths=[2], rounds=2, min_confidence=0,
                             rule="sample", temperature=0.8)
-    assert model.trunk == trunk and "trunk" not in vars(model) and bench.MTPDrafter.draft is draft   # restored
+    assert not {"trunk", "mtp_hidden", "head_logits"} & set(vars(model))              # the clock is removed
     mtp, lookup = res["variants"]
     assert res["rule"] == "sample" and mtp["identical"] == "n/a (sampled)"
     for v in (mtp, lookup):
         sm = v["speed_model"]
-        assert sm["c_verify"] > 0
-        assert sm["predicted_speedup"] == pytest.approx(v["tau"] / (sm["c_verify"] + sm["c_drafts"]))
-    assert mtp["speed_model"]["c_drafts"] > 0 and lookup["speed_model"]["c_drafts"] == 0   # lookup runs no forward
+        assert sm["c_verify"] > 0 and len(sm["c_per_depth"]) == 3 and sm["c_drafts"] == sum(sm["c_per_depth"])
+        assert sm["predicted_speedup"] == pytest.approx(statistics.median(sm["pair_predicted"]), abs=1e-3)
+        assert len(sm["pair_predicted"]) == len(v["pair_speedups"]) == 2
+    c_1, c_2, c_3 = mtp["speed_model"]["c_per_depth"]
+    assert c_1 > 0 and c_2 > 0 and c_3 == 0                             # depth 2 drafts: modules 1 and 2 run
+    assert lookup["speed_model"]["c_drafts"] == 0                       # prompt lookup runs no forward
     with pytest.raises(ValueError, match="greedy at temperature 0"):
         bench.bench_model(model, [[1, 2, 3]], 4, [1], 1, rule="sample", temperature=0)
+    for bad in (1, 35):                                                  # no step to time; past the context
+        with pytest.raises(ValueError, match="need at least 2"):
+            bench.bench_model(model, [[1, 2, 3, 4, 5, 6]], bad, [1], 1)
+
+
+def test_the_clock_leaves_the_prefill_out_and_times_each_depth():
+    model = tiny_model(max_seq_len=40).float()
+    prompt, trunk = [1, 2, 3, 4, 5, 6, 7, 8], model.trunk
+
+    def slow_prefill(x, *args, **kwargs):              # the prefill is the only trunk forward over 8 tokens
+        if x.shape[1] == len(prompt):
+            time.sleep(0.2)
+        return trunk(x, *args, **kwargs)
+    model.trunk = slow_prefill
+    with bench.ForwardClock(model) as clock:
+        _, seconds = clock.run(bench.speculative_generate, model, prompt, 10, draft_depth=2)
+        assert seconds > 0.2 > clock.verify_s > 0
+        assert clock.draft_s[0] > 0 and clock.draft_s[1] > 0 and clock.draft_s[2] == 0    # modules 1, 2 drafted
+        _, seconds = clock.run(bench.generate, model, prompt, 10)
+        assert seconds > 0.2 > clock.verify_s > 0 and clock.draft_s == [0.0, 0.0, 0.0]   # a plain run's steps
+    assert model.trunk is slow_prefill and not {"mtp_hidden", "head_logits"} & set(vars(model))   # restored
 
 
 def test_tree_variants_are_greedy_exact_and_count_their_nodes():
@@ -153,3 +180,31 @@ def test_decode_breakdown_script_accounts_for_the_whole_run():
     assert MTPDrafter.draft is draft                                  # the timing wrapper is removed again
     shares = result["shares_of_fastest"]
     assert all(v > 0 for v in shares.values()) and abs(sum(shares.values()) - 1) < 1e-9
+
+
+@pytest.mark.slow
+def test_the_speed_model_predicts_the_measured_speedup_of_the_star_model():
+    """S = tau / (c_v + c_1 + ... + c_D), from the forwards timed inside the runs, is within 20% of the
+    speed-up measured by the clock on the wall.
+
+    Within a pair, measured / predicted = (plain run's time / its forwards' time) / (the same for the
+    speculative run), so what separates them is the work outside the timed forwards: the prefill (a short
+    prompt, many new tokens) and the decoding logic. Load on a busy machine hits forwards and the rest
+    alike, so it cancels within each pair; a run that is preempted unevenly is one pair of twelve, and the
+    medians ride over it."""
+    model, tokenizer = load_pretrained("mtp-seq-d3")
+    prompt_tokens = 32
+    new_tokens = min(128, model.config.max_seq_len - prompt_tokens)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = bench.bench_model(model, bench.make_prompts(tokenizer, 4, prompt_tokens), new_tokens, depths=[3],
+                                rounds=3)
+    finally:
+        torch.set_num_threads(threads)
+    mtp = res["variants"][0]
+    measured, predicted = mtp["speedup"], mtp["speed_model"]["predicted_speedup"]
+    assert mtp["name"] == "mtp d=3" and len(mtp["pair_speedups"]) == 12
+    assert predicted == pytest.approx(measured, rel=0.2), (
+        f"S predicted {predicted:.2f}x vs measured {measured:.2f}x; pairs measured {mtp['pair_speedups']}, "
+        f"predicted {mtp['speed_model']['pair_predicted']}")

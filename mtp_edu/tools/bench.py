@@ -17,10 +17,17 @@ but their outputs need not agree token for token, so "identical" does not apply)
 does not repeat itself the way a small model's greedy text can, so it is the honest figure.
 
 The speed model: a step costs one verify forward over the pending token and its drafts (c_v, in
-units of one plain decoding step's time) plus the drafts (c_d = sum of the c_k), and emits tau
-tokens, so the speed-up is about S = tau / (c_v + c_d). The benchmark times every verify forward and
-every draft during the speculative runs (perf_counter around each call), predicts S from them and
-prints it beside the measured S; what separates the two is the decoding logic around the forwards.
+units of one plain decoding step's forward) plus the drafts (c_d = c_1 + ... + c_D, c_k being depth
+k's module forward), each with its output head, and emits tau tokens, so the speed-up is about
+S = tau / (c_v + c_d). `ForwardClock` times every main-model and module forward (perf_counter around
+each call; a run's prefill is not a step) in both runs of a pair: the plain run gives the unit, the
+speculative run c_v and the c_k, and the pair its predicted S. S pred is the median of those
+predictions, as the measured S is the median of the pairs' speed-ups (c_v and the c_k are medians
+too, so S pred is close to, not exactly, tau / (c_v + c_d)). Within a pair, measured / predicted is
+the plain run's time over its forwards' times, over the same for the speculative run: what
+separates the two is what runs around the forwards (the prefill, picking and accepting tokens,
+rolling back caches, the trace; for prompt lookup also its n-gram search, which costs no forward
+but is not free), more of it on the speculative side.
 With --compile, both sides run through `compile_for_decoding` (torch.compile); the compile time is
 paid in the warm-up and reported apart.
 
@@ -42,11 +49,10 @@ from ..cli import ArgumentParser, UserError, _number, _positive_int, check_outpu
 from ..config import MTPConfig
 from ..data import ByteTokenizer, stdlib_corpus
 from ..decoding import compile_for_decoding, generate, speculative_generate
-from ..drafting import MTPDrafter
 from ..machine import hardware_description, load_average
 from ..model import MTPModel
 from ..traces import Trace, TreeTrace
-from ..tree import DynamicTree, TreeDrafter, tree_generate
+from ..tree import DynamicTree, tree_generate
 
 DEFAULT_MODELS = ("mtp-seq-d3", "mtp-par-d3", "mtp-lin-d3")
 FALLBACK_PROMPTS = (      # used when the standard library's source is not on this machine
@@ -90,55 +96,52 @@ def _timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-DRAFT_CALLS = ((MTPDrafter, "draft"), (TreeDrafter, "logits"))   # the chain's and the tree's drafting
-
-
 class ForwardClock:
-    """While a run is timed through `run`, adds up the seconds of every trunk forward except the
-    run's first (its prefill: the verify forwards) and of every MTP draft: the speed model's inputs."""
+    """While a run is timed through `run`, adds up the seconds of the speed model's parts: every main
+    model forward with its output head except the run's prefill (`verify_s`: a speculative run's
+    verify forwards, a plain run's one-token steps), and every MTP module forward with its head, per
+    depth (`draft_s[k - 1]`)."""
+
+    PARTS = ("trunk", "mtp_hidden", "head_logits")      # trunk(x, ...), mtp_hidden(k, ...), head_logits(k, ...)
 
     def __init__(self, model: MTPModel):
-        self.model, self.verify_s, self.draft_s, self._active, self._prefill = model, 0.0, 0.0, False, False
+        self.model, self._active = model, False
+        self.verify_s, self.draft_s = 0.0, [0.0] * model.config.mtp_depth
+
+    def _timing(self, part, forward):
+        def timed(*args, **kwargs):
+            out, seconds = _timed(forward, *args, **kwargs)
+            k = 0 if part == "trunk" else args[0]          # 0: the main model, k >= 1: MTP module k
+            if self._active and k:
+                self.draft_s[k - 1] += seconds
+            elif self._active and self._prefill:           # the prefill's trunk forward and its head
+                self._prefill -= 1
+            elif self._active:
+                self.verify_s += seconds
+            return out
+        return timed
 
     def __enter__(self):
-        trunk, clock = self.model.trunk, self
-
-        def timed_trunk(*args, **kwargs):
-            out, seconds = _timed(trunk, *args, **kwargs)
-            if clock._active and not clock._prefill:
-                clock.verify_s += seconds
-            clock._prefill = False
-            return out
-
-        def timing(draft):
-            def timed_draft(drafter, *args, **kwargs):
-                out, seconds = _timed(draft, drafter, *args, **kwargs)
-                clock.draft_s += seconds if clock._active else 0.0
-                return out
-            return timed_draft
-        self._saved = vars(self.model).get("trunk"), [getattr(cls, name) for cls, name in DRAFT_CALLS]
-        self.model.trunk = timed_trunk                     # a compiled model binds its own trunk: saved above
-        for (cls, name), draft in zip(DRAFT_CALLS, self._saved[1]):
-            setattr(cls, name, timing(draft))
+        self._saved = {part: vars(self.model).get(part) for part in self.PARTS}  # a compiled trunk is bound there
+        for part in self.PARTS:
+            setattr(self.model, part, self._timing(part, getattr(self.model, part)))
         return self
 
     def run(self, fn, *args, **kwargs):
-        """(fn(...), seconds), with this run's verify and draft seconds in verify_s and draft_s."""
-        self.verify_s = self.draft_s = 0.0
-        self._active = self._prefill = True
+        """(fn(...), seconds), with this run's verify and per-depth draft seconds in verify_s and draft_s."""
+        self.verify_s, self.draft_s = 0.0, [0.0] * len(self.draft_s)
+        self._active, self._prefill = True, 2
         try:
             return _timed(fn, *args, **kwargs)
         finally:
             self._active = False
 
     def __exit__(self, *exc):
-        trunk, drafts = self._saved
-        for (cls, name), draft in zip(DRAFT_CALLS, drafts):
-            setattr(cls, name, draft)
-        if trunk is None:
-            del self.model.trunk
-        else:
-            self.model.trunk = trunk
+        for part, saved in self._saved.items():
+            if saved is None:
+                delattr(self.model, part)
+            else:
+                setattr(self.model, part, saved)
 
 
 def parse_trees(text: str) -> list:
@@ -159,7 +162,8 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
                 rounds: int, min_confidence: float = 0.0, rule: str = "greedy", temperature: float = 0.0,
                 trees: list | None = None) -> dict:
     """Alternate baseline / variant runs on every prompt; return per-variant medians, trace stats and
-    the speed model (module docstring). Both sides of a pair draw with the same seed.
+    the speed model (module docstring; c_per_depth: c_1..c_D, 0 for a module the variant never ran).
+    Both sides of a pair draw with the same seed.
 
     Every depth must lie in 1..D, the model's MTP modules (ValueError otherwise): a depth beyond D
     would need modules reused cyclically (speculative_generate's experimental_reuse_modules), which
@@ -169,6 +173,9 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
     if beyond:
         raise ValueError(f"draft depths {beyond} are not in 1..D for this model, which has D = {D} MTP modules"
                          + ("" if D else " (a next-token model: prompt lookup only, give no depths)"))
+    if new_tokens < 2 or any(len(p) + new_tokens > model.config.max_seq_len for p in prompts):
+        raise ValueError(f"new_tokens={new_tokens}: need at least 2 (the first comes from the prefill, not a step), "
+                         f"and room for them after every prompt in the context of {model.config.max_seq_len} tokens")
     if rule not in ("greedy", "sample") or (rule == "sample") != (temperature > 0):
         raise ValueError(f"rule={rule!r} with temperature={temperature!r}: use greedy at temperature 0, or "
                          "sample at a temperature > 0")
@@ -182,8 +189,8 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
         variants.append((f"tree {f'dynamic:{t.budget}' if isinstance(t, DynamicTree) else ','.join(map(str, t))}",
                          dict(tree=t)))
     base_speed = []
-    runs = {name: {"speed": [], "ratio": [], "identical": 0, "steps": [], "verify_s": 0.0, "draft_s": 0.0,
-                   "plain_s": 0.0, "plain_tokens": 0} for name, _ in variants}
+    runs = {name: {"speed": [], "ratio": [], "identical": 0, "steps": [], "c_v": [], "c_k": [], "predicted": []}
+            for name, _ in variants}
     _, warmup_s = _timed(lambda: (generate(model, prompts[0], 8),             # warm-up (and compile)
                                   speculative_generate(model, prompts[0], 32)))
     with ForwardClock(model) as clock:
@@ -191,7 +198,8 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
             for j, prompt in enumerate(prompts):
                 for name, kwargs in variants:
                     seed = 1000 * round_ + j
-                    reference, t_a = _timed(generate, model, prompt, new_tokens, temperature=temperature, seed=seed)
+                    reference, t_a = clock.run(generate, model, prompt, new_tokens, temperature=temperature, seed=seed)
+                    plain_step = clock.verify_s / (len(reference) - 1)              # one plain step's forward
                     decode = tree_generate if "tree" in kwargs else speculative_generate
                     (tokens, trace), t_b = clock.run(decode, model, prompt, new_tokens, rule=rule,
                                                      temperature=temperature, seed=seed, **kwargs)
@@ -201,16 +209,18 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
                     r["ratio"].append(t_a / t_b * len(tokens) / len(reference))
                     r["identical"] += tokens == reference
                     r["steps"] += trace.steps
-                    r["verify_s"], r["draft_s"] = r["verify_s"] + clock.verify_s, r["draft_s"] + clock.draft_s
-                    r["plain_s"], r["plain_tokens"] = r["plain_s"] + t_a, r["plain_tokens"] + len(reference)
+                    per_step = plain_step * len(trace.steps)
+                    c_v, c_k = clock.verify_s / per_step, [s / per_step for s in clock.draft_s]
+                    r["c_v"].append(c_v)
+                    r["c_k"].append(c_k)
+                    r["predicted"].append(trace.tau() / (c_v + sum(c_k)))
     result = {"rule": rule, "temperature": temperature, "baseline_tokens_per_s": statistics.median(base_speed),
               "warmup_s": warmup_s, "variants": []}
     for name, _ in variants:
         r = runs[name]
         trace = (TreeTrace if "tree" in dict(variants)[name] else Trace)(prompt=[], rule=rule, draft_depth=0,
                                                                          steps=r["steps"])   # all runs' steps
-        step_unit = r["plain_s"] / r["plain_tokens"] * len(r["steps"])        # plain-step seconds x steps
-        c_verify, c_drafts = r["verify_s"] / step_unit, r["draft_s"] / step_unit
+        c_k = [statistics.median(c[k] for c in r["c_k"]) for k in range(D)]
         result["variants"].append({
             "name": name, "tokens_per_s": statistics.median(r["speed"]), "speedup": statistics.median(r["ratio"]),
             "pair_speedups": [round(x, 3) for x in r["ratio"]],
@@ -218,8 +228,9 @@ def bench_model(model: MTPModel, prompts: list[list[int]], new_tokens: int, dept
             "nodes_per_step": trace.nodes_per_step() if isinstance(trace, TreeTrace) else
             statistics.mean(len(s.drafted) for s in r["steps"]),
             "expected_tokens": trace.expected_tokens(), "accepted_histogram": trace.accepted_histogram(),
-            "speed_model": {"c_verify": c_verify, "c_drafts": c_drafts,
-                            "predicted_speedup": trace.tau() / (c_verify + c_drafts)},
+            "speed_model": {"c_verify": statistics.median(r["c_v"]), "c_per_depth": c_k, "c_drafts": sum(c_k),
+                            "predicted_speedup": statistics.median(r["predicted"]),
+                            "pair_predicted": [round(x, 3) for x in r["predicted"]]},
             "identical": f"{r['identical']}/{len(r['ratio'])}" if rule == "greedy" else "n/a (sampled)"})
     return result
 
@@ -248,7 +259,8 @@ def main(argv=None) -> int:
     parser.add_argument("--depths", help="MTP draft depths to compare, each in 1..D (default: 1..D of each model)")
     parser.add_argument("--prompts", type=_positive_int, default=6, help="prompts per model (default 6)")
     parser.add_argument("--prompt-tokens", type=_positive_int, default=64, help="tokens per prompt (default 64)")
-    parser.add_argument("--new-tokens", type=_positive_int, default=128, help="tokens generated per run (default 128)")
+    parser.add_argument("--new-tokens", type=_number(int, 2, note=" (the first comes from the prefill, not a step)"),
+                        default=128, help="tokens generated per run (default 128)")
     parser.add_argument("--rounds", type=_positive_int, default=2, help="passes over the prompts (default 2)")
     parser.add_argument("--min-confidence", type=_number(float, 0, maximum=1), default=0.3,
                         help="also run the deepest MTP variant with dynamic draft length: stop drafting once "

@@ -243,7 +243,8 @@ def lambda_schedule_curve(schedule: Callable[[int], Any], total_steps: int, step
         ax.step(xs, values, where="post", color="#1f77b4")
     if step is not None:
         ax.axvline(step, color="#999999", linestyle=":", linewidth=1)
-    ax.set(xlabel="training step", ylabel="λ (each depth's loss weighs λ/D)", title=f"λ schedule: {type(schedule).__name__}")
+    ax.set(xlabel="training step", ylabel="λ (each depth's loss weighs λ/D)",
+           title=f"λ schedule: {type(schedule).__name__}")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
     return fig
