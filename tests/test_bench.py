@@ -96,6 +96,13 @@ def test_main_prints_a_table_and_writes_json(tmp_path, capsys):
     variants = report["results"]["random:linear"]["variants"]
     assert [v["name"] for v in variants] == ["mtp d=1", "mtp d=2", "prompt lookup d=2"]
     assert all(v["identical"] == "1/1" for v in variants)
+    assert report["results"]["random:linear"]["weights_sha256"] is None       # untrained: no stored weights
+
+
+def test_a_stored_benchmark_names_the_weights_it_measured():
+    from mtp_edu.checkpoint import sha256_file
+    from mtp_edu.pretrained import pretrained_path
+    assert bench.weights_sha256("mtp-seq-d3") == sha256_file(pretrained_path("mtp-seq-d3") / "model.safetensors")
 
 
 def test_prompts_come_from_held_out_text():

@@ -76,6 +76,16 @@ def load_model(spec: str):
     return load_pretrained(spec)
 
 
+def weights_sha256(spec: str) -> str | None:
+    """The sha256 of a shipped model's or a checkpoint's stored weights (None for random:STYLE): which
+    weights a stored benchmark measured."""
+    from ..checkpoint import read_meta
+    from ..pretrained import pretrained_path
+    if spec.startswith("random:"):
+        return None
+    return read_meta(spec if Path(spec).is_dir() else pretrained_path(spec))["files"]["model.safetensors"]["sha256"]
+
+
 def make_prompts(tokenizer, count: int, length: int) -> list[list[int]]:
     """`count` prompts of `length` tokens from evenly spaced places in the validation split of the
     default corpus (Python standard library files never trained on); fixed snippets otherwise."""
@@ -328,6 +338,7 @@ def main(argv=None) -> int:
                   file=sys.stderr, flush=True)
             results[spec] = bench_model(model, prompts, args.new_tokens, model_depths, args.rounds,
                                         args.min_confidence, args.rule, args.temperature or 0.0, trees)
+            results[spec]["weights_sha256"] = weights_sha256(spec)
             print(f"{spec}: warm-up{' with compile' if args.compile else ''} took "
                   f"{results[spec]['warmup_s']:.1f} s", file=sys.stderr, flush=True)
     finally:
