@@ -250,7 +250,8 @@ def add_info(sub) -> None:
                        description="Print the model card of a shipped model or checkpoint directory.")
     p.add_argument("model", help="shipped model name or checkpoint directory")
     p.add_argument("--verify", action="store_true",
-                   help="recompute the card's eval-slice numbers from the stored weights and compare")
+                   help="recompute the card's eval-slice numbers from the stored weights and compare; on the "
+                        "card's corpus also its quality numbers; check the quality gates")
     p.add_argument("--json", action="store_true", help="print the card as JSON")
     p.set_defaults(func=run_info)
 

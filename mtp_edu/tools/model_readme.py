@@ -1,5 +1,5 @@
 """Write mtp_edu/pretrained/README.md from the shipped models' cards, so that every number in it is a
-card's number (a test checks the committed file against this output).
+card's number.
 
     python -m mtp_edu.tools.model_readme            # print it
     python -m mtp_edu.tools.model_readme --write    # write mtp_edu/pretrained/README.md
