@@ -25,6 +25,17 @@ def colour(page, selector: str) -> tuple[int, int, int]:
     return tuple(int(x) for x in re.findall(r"\d+", text)[:3])
 
 
+def assert_outcome_colours(scope, accepted: str, extra: str, rejected: str) -> None:
+    """Accepted tokens green, the correction/bonus token blue, rejected ones (if any) red, under `scope`."""
+    r, g, b = colour(scope, accepted)
+    assert g > r and g > b, f"accepted tokens should be green, got rgb{(r, g, b)}"
+    r, g, b = colour(scope, extra)
+    assert b > r and b > g, f"the correction/bonus token should be blue, got rgb{(r, g, b)}"
+    if scope.locator(rejected).count():
+        r, g, b = colour(scope, rejected)
+        assert r > g and r > b, f"rejected tokens should be red, got rgb{(r, g, b)}"
+
+
 @contextlib.contextmanager
 def notebook_page(tmp_path: Path, notebook: str):
     """A page of JupyterLab (fresh server) with every cell of a copy of `notebook` run, and no error shown."""
@@ -53,13 +64,8 @@ def test_stepper_in_jupyterlab(tmp_path):
         after = tau.inner_text()
         assert after != before and re.search(r"τ = \d\.\d\d", after)
         assert re.search(r"after [1-9]\d* step", after)
-        r, g, b = colour(page, ".mtp-token-accepted")
-        assert g > r and g > b, f"accepted tokens should be green, got rgb{(r, g, b)}"
-        r, g, b = colour(page, ".mtp-token-extra")
-        assert b > r and b > g, f"correction/bonus tokens should be blue, got rgb{(r, g, b)}"
+        assert_outcome_colours(page, ".mtp-token-accepted", ".mtp-token-extra", ".mtp-token-rejected")
         if page.locator(".mtp-token-rejected").count():
-            r, g, b = colour(page, ".mtp-token-rejected")
-            assert r > g and r > b, f"rejected tokens should be red, got rgb{(r, g, b)}"
             deco = page.locator(".mtp-token-rejected").first.evaluate(
                 "e => getComputedStyle(e.querySelector('s') || e).textDecorationLine")   # struck through
             assert "line-through" in deco
@@ -109,13 +115,8 @@ def test_tree_stepper_in_jupyterlab(tmp_path):
             assert grown[len(text):] == path_text(), (grown[len(text):], path_text())
         assert re.search(r"τ = \d\.\d\d", box.locator(".mtp-tau").inner_text())
         assert f"after {shown + 1} step(s)" in view.inner_text()
-        r, g, b = colour(view, ".mtp-tree .mtp-tree-accepted")
-        assert g > r and g > b, f"the accepted path should be green, got rgb{(r, g, b)}"
-        r, g, b = colour(view, ".mtp-tree .mtp-tree-extra")
-        assert b > r and b > g, f"the correction/bonus token should be blue, got rgb{(r, g, b)}"
-        if view.locator(".mtp-tree .mtp-tree-rejected").count():
-            r, g, b = colour(view, ".mtp-tree .mtp-tree-rejected")
-            assert r > g and r > b, f"rejected candidates should be red, got rgb{(r, g, b)}"
+        assert_outcome_colours(view, ".mtp-tree .mtp-tree-accepted", ".mtp-tree .mtp-tree-extra",
+                               ".mtp-tree .mtp-tree-rejected")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
         box.screenshot(path=str(SCREENSHOTS / "stepper_demo_tree.png"))
 
