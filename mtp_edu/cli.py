@@ -44,7 +44,7 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UserError(f"{message} (see {self.prog} --help)")
 
 
-def _number(kind: type, minimum: float, inclusive: bool = True, maximum: float | None = None, note: str = ""):
+def number_type(kind: type, minimum: float, inclusive: bool = True, maximum: float | None = None, note: str = ""):
     """An argparse type: an int, or a finite float, that is >= minimum (> minimum when not inclusive)
     and <= maximum."""
     what = "an integer" if kind is int else "a finite number"
@@ -62,9 +62,9 @@ def _number(kind: type, minimum: float, inclusive: bool = True, maximum: float |
     return parse
 
 
-_positive_int, _nonneg_int = _number(int, 1, maximum=2**63 - 1), _number(int, 0, maximum=2**63 - 1)   # int64
-_positive_float, _nonneg_float = _number(float, 0, inclusive=False), _number(float, 0)
-_seed = _number(int, 0, maximum=2**64 - 1, note=" (torch seeds are 64-bit)")
+positive_int, _nonneg_int = number_type(int, 1, maximum=2**63 - 1), number_type(int, 0, maximum=2**63 - 1)   # int64
+_positive_float, _nonneg_float = number_type(float, 0, inclusive=False), number_type(float, 0)
+_seed = number_type(int, 0, maximum=2**64 - 1, note=" (torch seeds are 64-bit)")
 MIN_TEMPERATURE = 1e-3
 
 
@@ -144,9 +144,9 @@ def add_train(sub) -> None:
                    help="storage dtype of the exported weights (loaded back as float32)")
     p.add_argument("--data", help="'stdlib', 'synthetic:cycle|words|noise[:NOISE]' or a UTF-8 text file")
     p.add_argument("--tokenizer", help="'byte' (default) or 'bpe:VOCAB_SIZE'")
-    p.add_argument("--steps", type=_positive_int)
-    p.add_argument("--batch-size", type=_positive_int, help="global batch (all processes)")
-    p.add_argument("--seq-len", type=_positive_int)
+    p.add_argument("--steps", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int, help="global batch (all processes)")
+    p.add_argument("--seq-len", type=positive_int)
     p.add_argument("--lr", type=_positive_float)
     p.add_argument("--seed", type=_seed)
     p.add_argument("--depth", type=_nonneg_int, help="MTP depth D (0 = next-token only)")
@@ -154,11 +154,11 @@ def add_train(sub) -> None:
     p.add_argument("--mtp-lambda", type=_nonneg_float, help="lambda, the weight of the MTP losses (eq. 25)")
     p.add_argument("--eval-every", type=_nonneg_int)
     p.add_argument("--save-every", type=_nonneg_int)
-    p.add_argument("--log-every", type=_positive_int, help="history records the mean of this many steps")
+    p.add_argument("--log-every", type=positive_int, help="history records the mean of this many steps")
     p.add_argument("--memory-efficient", action="store_true", help="one depth's logits alive at a time")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (not on Windows)")
     p.add_argument("--device", help="auto (default), cpu, cuda, cuda:N or mps")
-    p.add_argument("--threads", type=_positive_int, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=positive_int, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_train)
 
@@ -217,11 +217,11 @@ def add_generate(sub) -> None:
                        description="Generate text with a shipped model or a checkpoint directory.")
     p.add_argument("--model", default="mtp-seq-d3", help="shipped model name or checkpoint directory")
     p.add_argument("--prompt", required=True)
-    p.add_argument("--max-new-tokens", type=_positive_int, default=200)
+    p.add_argument("--max-new-tokens", type=positive_int, default=200)
     p.add_argument("--temperature", type=_temperature, default=0.0,
                    help=f"0 = greedy (default), else >= {MIN_TEMPERATURE:g}")
     p.add_argument("--top-k", type=_nonneg_int, default=0, help="0 = off")
-    p.add_argument("--top-p", type=_number(float, 0, inclusive=False, maximum=1), default=1.0, help="in (0, 1]")
+    p.add_argument("--top-p", type=number_type(float, 0, inclusive=False, maximum=1), default=1.0, help="in (0, 1]")
     p.add_argument("--seed", type=_seed, default=0)
     p.set_defaults(func=run_generate)
 

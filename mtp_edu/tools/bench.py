@@ -45,7 +45,7 @@ from pathlib import Path
 
 import torch
 
-from ..cli import ArgumentParser, UserError, _number, _positive_int, check_output_file
+from ..cli import ArgumentParser, UserError, check_output_file, number_type, positive_int
 from ..config import MTPConfig
 from ..data import ByteTokenizer, stdlib_corpus
 from ..decoding import compile_for_decoding, generate, speculative_generate
@@ -267,23 +267,24 @@ def main(argv=None) -> int:
     parser.add_argument("--models", default=",".join(DEFAULT_MODELS),
                         help="comma-separated: shipped model names, checkpoint directories, or random:STYLE")
     parser.add_argument("--depths", help="MTP draft depths to compare, each in 1..D (default: 1..D of each model)")
-    parser.add_argument("--prompts", type=_positive_int, default=6, help="prompts per model (default 6)")
-    parser.add_argument("--prompt-tokens", type=_positive_int, default=64, help="tokens per prompt (default 64)")
-    parser.add_argument("--new-tokens", type=_number(int, 2, note=" (the first comes from the prefill, not a step)"),
-                        default=128, help="tokens generated per run (default 128)")
-    parser.add_argument("--rounds", type=_positive_int, default=2, help="passes over the prompts (default 2)")
-    parser.add_argument("--min-confidence", type=_number(float, 0, maximum=1), default=0.3,
+    parser.add_argument("--prompts", type=positive_int, default=6, help="prompts per model (default 6)")
+    parser.add_argument("--prompt-tokens", type=positive_int, default=64, help="tokens per prompt (default 64)")
+    parser.add_argument("--new-tokens", default=128,
+                        type=number_type(int, 2, note=" (the first comes from the prefill, not a step)"),
+                        help="tokens generated per run (default 128)")
+    parser.add_argument("--rounds", type=positive_int, default=2, help="passes over the prompts (default 2)")
+    parser.add_argument("--min-confidence", type=number_type(float, 0, maximum=1), default=0.3,
                         help="also run the deepest MTP variant with dynamic draft length: stop drafting once "
                              "q(d_1)...q(d_k) < this (default 0.3; 0 = skip)")
     parser.add_argument("--rule", choices=["greedy", "sample"], default="greedy",
                         help="acceptance rule (default greedy; sample = speculative sampling at --temperature)")
-    parser.add_argument("--temperature", type=_number(float, 0), default=None,
+    parser.add_argument("--temperature", type=number_type(float, 0), default=None,
                         help="sampling temperature of --rule sample (default 0.8); greedy has none")
     parser.add_argument("--tree", help="also draft trees (sequential/parallel/linear MTP models): widths per depth "
                              "like 3,2,1, or dynamic:BUDGET (EAGLE-2 style), several separated by ';'")
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the trunk and the MTP modules (compile_for_decoding) for both sides")
-    parser.add_argument("--threads", type=_positive_int, default=1, help="torch threads (default 1, see the docstring)")
+    parser.add_argument("--threads", type=positive_int, default=1, help="torch threads (default 1, see the docstring)")
     parser.add_argument("--out", help="write the results as JSON to this file (checked before the benchmark runs)")
     args = parser.parse_args(argv)
     if args.rule == "greedy" and args.temperature not in (None, 0):

@@ -20,7 +20,7 @@ import time
 
 import torch
 
-from ..cli import ArgumentParser, UserError, _positive_int, check_output_file
+from ..cli import ArgumentParser, UserError, check_output_file, positive_int
 from ..config import MTP_STYLES, MTPConfig
 from ..losses import mtp_loss, mtp_loss_backward
 from ..machine import hardware_description, load_average, pick_device
@@ -116,11 +116,11 @@ def main(argv=None) -> int:
     arguments are refused (UserError, exit status 2 from mtp-edu) before anything is measured."""
     ap = ArgumentParser(prog="mtp-edu bench train", description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer rounds, smaller memory case (for CI/notebooks)")
-    ap.add_argument("--d-model", type=_positive_int, default=128, help="a multiple of 8 (4 heads, even head size)")
-    ap.add_argument("--n-layers", type=_positive_int, default=6)
-    ap.add_argument("--batch", type=_positive_int, default=8)
-    ap.add_argument("--seq", type=_positive_int, default=256)
-    ap.add_argument("--rounds", type=_positive_int, default=None)
+    ap.add_argument("--d-model", type=positive_int, default=128, help="a multiple of 8 (4 heads, even head size)")
+    ap.add_argument("--n-layers", type=positive_int, default=6)
+    ap.add_argument("--batch", type=positive_int, default=8)
+    ap.add_argument("--seq", type=positive_int, default=256)
+    ap.add_argument("--rounds", type=positive_int, default=None)
     ap.add_argument("--styles", default=",".join(MTP_STYLES), help=f"comma-separated, of {', '.join(MTP_STYLES)}")
     ap.add_argument("--device", choices=["cpu", "cuda"], default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--out", help="write the results as JSON here (checked before the benchmark runs)")

@@ -55,6 +55,11 @@ def short(value: Any, limit: int = 60) -> str:
 Resolved = tuple[Any, "str | None"]       # (the value to use, a note saying how it was adjusted, or None)
 
 
+def at_most(value: Any, maximum: Any, note: str) -> Resolved:
+    """(value, None) within the control's range; (maximum, note) above it (a slider's end, not an error)."""
+    return (maximum, note) if value > maximum else (value, None)
+
+
 class Controls:
     """`set(**controls)` for a state object, by the rule in the module docstring.
 
@@ -120,10 +125,8 @@ class ShiftTableState(Controls):
             self._encode(value)
             return value, None
         depth = check_int("depth", value, minimum=0)
-        if depth > self.max_depth:
-            return self.max_depth, (f"depth {depth} is more than this explorer's D = {self.max_depth}; "
-                                    f"showing D = {self.max_depth}.")
-        return depth, None
+        return at_most(depth, self.max_depth, f"depth {depth} is more than this explorer's D = {self.max_depth}; "
+                                              f"showing D = {self.max_depth}.")
 
     def _encode(self, text: str) -> list[int]:
         try:
@@ -300,18 +303,14 @@ class LossWeightState(Controls):
             lam = check_number("λ", value)
             if lam < 0:
                 raise ValueError(f"λ must be ≥ 0; got {lam:g}.")
-            if lam > self.max_lam:
-                return self.max_lam, (f"λ = {lam:g} is more than this explorer's maximum {self.max_lam:g}; "
-                                      f"using {self.max_lam:g}.")
-            return lam, None
+            return at_most(lam, self.max_lam, f"λ = {lam:g} is more than this explorer's maximum {self.max_lam:g}; "
+                                              f"using {self.max_lam:g}.")
         if name == "depth":
             depth = check_int("D", value)
             if depth < 1:
                 raise ValueError(f"D must be ≥ 1 (a schedule weighs the MTP depths); got {depth}.")
-            if depth > self.max_depth:
-                return self.max_depth, (f"D = {depth} is more than this explorer's maximum D = {self.max_depth}; "
-                                        f"showing D = {self.max_depth}.")
-            return depth, None
+            return at_most(depth, self.max_depth, f"D = {depth} is more than this explorer's maximum "
+                                                  f"D = {self.max_depth}; showing D = {self.max_depth}.")
         if name == "total_steps":
             return check_int("total steps", value, minimum=1), None
         if name == "step":

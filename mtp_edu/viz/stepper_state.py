@@ -21,7 +21,7 @@ from ..checks import check_int, check_number
 from ..data import ByteTokenizer
 from ..decoding import RULES
 from ..traces import Trace
-from .state import Controls, Resolved, message_html, notes_html, short
+from .state import Controls, Resolved, at_most, message_html, notes_html, short
 from .tokens import show_text, show_token
 
 ACCEPTED, REJECTED, EXTRA = "#1a7f37", "#cf222e", "#0969da"
@@ -139,11 +139,9 @@ class StepperState(Controls):
             temperature = check_number("temperature", value)
             if temperature < 0:
                 raise ValueError(f"temperature must be 0 (greedy) or more; got {temperature:g}.")
-            if temperature > self.max_temperature:
-                return self.max_temperature, (f"temperature {temperature:g} is above this stepper's maximum "
-                                              f"{self.max_temperature:g} (the slider's range); using "
-                                              f"{self.max_temperature:g}.")
-            return temperature, None
+            return at_most(temperature, self.max_temperature,
+                           f"temperature {temperature:g} is above this stepper's maximum {self.max_temperature:g} "
+                           f"(the slider's range); using {self.max_temperature:g}.")
         if name == "threshold":
             return check_number("threshold", value, minimum=0, below=1), None
         return check_int("seed", value, minimum=0, maximum=2**64 - 1, note="a torch seed"), None
