@@ -946,7 +946,8 @@ def _judge_rejection(name: str, p: torch.Tensor, q: torch.Tensor, draws: int, dr
 
 
 # ---- assignment 4: verify and accept --------------------------------------------------------------
-VERIFY_PROMPTS = ("    def __init__(self, name):\n        self.", "import os\nimport sys\n", "    for i in range(len(")
+VERIFY_PROMPTS = ("    def __init__(self, name):\n        self.",
+                  'def copy_file(src, dst):\n    """Copy the file src to dst."""\n', "    for i in range(len(")
 VERIFY_HIDDEN_PROMPTS = ("class Point:\n    def ", "        return self.")
 
 

@@ -57,7 +57,8 @@ def hardware_description(device: torch.device) -> str:
     except OSError:
         pass
     kind = "Apple GPU (MPS), " if device.type == "mps" else ""
-    return f"{kind}{cpu}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
+    threads = torch.get_num_threads()
+    return f"{kind}{cpu}, {os.cpu_count()} CPU cores, {threads} torch thread{'s' * (threads != 1)}"
 
 
 def load_average() -> float | None:

@@ -21,7 +21,7 @@ PRESETS: dict[str, tuple[dict, dict]] = {
     "mtp-d0": (dict(_STAR, mtp_depth=0), dict(_STAR_TRAIN)),
     "mtp-par-d3": (dict(_STAR, mtp_depth=3, mtp_style="parallel"), dict(_STAR_TRAIN)),
     "mtp-lin-d3": (dict(_STAR, mtp_depth=3, mtp_style="linear"), dict(_STAR_TRAIN)),
-    # For a CUDA GPU (bf16 autocast, fused SDPA attention): ~49M parameters, the same byte-level corpus.
+    # For a CUDA GPU (bf16 autocast, fused SDPA attention): ~49M parameters, byte tokens (V = 256) on the same corpus.
     # Not trained for the package: no GPU numbers are claimed for it. Add --compile to try torch.compile.
     "gpu": (dict(vocab_size=256, d_model=512, n_layers=12, n_heads=8, max_seq_len=512, mtp_depth=3,
                  mtp_style="sequential", mtp_loss_scale=0.3),

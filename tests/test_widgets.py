@@ -16,7 +16,7 @@ from mtp_edu import MTPConfig, MTPModel
 from mtp_edu.losses import depth_weights
 from mtp_edu.traces import Step, Trace
 from mtp_edu.viz import widgets
-from mtp_edu.viz.state import ArchitectureState, LossWeightState, ShiftTableState
+from mtp_edu.viz.state import ArchitectureState, LossWeightState, ShiftTableState, prob
 from mtp_edu.viz.stepper_state import StepperState
 from mtp_edu.viz.tokens import show_token
 
@@ -452,3 +452,7 @@ def test_stepper_refuses_to_decode_after_a_refused_value(model):
     assert "does not decode until the refused control" in messages(state.html())
     state.set(temperature=0.0)
     assert state.step()
+
+
+def test_a_rare_draft_shows_its_probability_not_zero():
+    assert [prob(x) for x in (0.5, 0.001, 0.000292, 0.0)] == ["0.500", "0.001", "2.9e-04", "0.000"]

@@ -1,8 +1,9 @@
 """Write mtp_edu/pretrained/README.md from the shipped models' cards, so that every number in it is a
-card's number.
+card's number; `summary()` is the short table of the project README (a test checks that it is there).
 
     python -m mtp_edu.tools.model_readme            # print it
     python -m mtp_edu.tools.model_readme --write    # write mtp_edu/pretrained/README.md
+    python -m mtp_edu.tools.model_readme --summary  # print the project README's table
 """
 from __future__ import annotations
 
@@ -40,8 +41,10 @@ def render() -> str:
              f"heads, context {cfg['max_seq_len']} tokens, vocabulary {cfg['vocab_size']} (tokenizer "
              f"`{tc['tokenizer']}`), {'tied' if cfg['tie_embeddings'] else 'untied'} embeddings, init_seed "
              f"{cfg['init_seed']}, and the same data order (seed {tc['seed']}): {tc['steps']} steps of "
-             f"{tc['batch_size']} chunks of {tc['seq_len']} tokens. An MTP module is one block, so the main model "
-             f"is {cfg['n_layers']}x deeper than a draft step. lambda = {cfg['mtp_loss_scale']} (eq. 25).")
+             f"{tc['batch_size']} chunks of {tc['seq_len']} tokens. A parallel MTP module is one block, a "
+             f"sequential one a 2d -> d projection and one block (against the trunk's {cfg['n_layers']}), a linear "
+             f"head one d x d layer; every draft also "
+             f"pays a pass through the shared d x V output head. lambda = {cfg['mtp_loss_scale']} (eq. 25).")
     lines = [INTRO, trunk, "",
              "| model | what | params | size on disk | tokens seen | training time (load average mean / max) "
              "| val loss per depth (nats/token) | bits per byte per depth | val top-1 per depth |",
@@ -76,12 +79,34 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+def summary() -> str:
+    """The project README's table of the shipped models: held-out scores per depth and the quality gates'
+    measures, from the cards, and the compressors on the same bytes."""
+    lines = ["| model | style, D | parameters | bits per byte: main (MTP depth 1 / 2 / 3) "
+             "| top-1: main (depth 1 / 2 / 3) | greedy distinct 4-grams | sampled continuations that parse |",
+             "|---|---|---|---|---|---|---|"]
+    for n in list_pretrained():
+        c = pretrained_card(n)
+        cfg, q, acc = c["config"], c["quality"], c["validation"]["acc"]
+        bpb = q["bits_per_byte"]
+        style = "none" if cfg["mtp_depth"] == 0 else cfg["mtp_style"]
+        deeper = lambda v: f" ({_join(v, '{:.3f}')})" if v else ""   # noqa: E731
+        lines.append(f"| `{n}` | {style}, {cfg['mtp_depth']} | {c['params']['total']:,} | "
+                     f"{bpb[0]:.3f}{deeper(bpb[1:])} | {acc[0]:.3f}{deeper(acc[1:])} | "
+                     f"{q['greedy']['mean_distinct_4gram']:.3f} | {q['parse']['parsed']} of {q['parse']['of']} |")
+    comp = pretrained_card(list_pretrained()[0])["quality"]["compressors_bits_per_byte"]
+    lines += ["", "On the same held-out bytes: " + ", ".join(f"`{n}` {b:.3f}" for n, b in comp.items())
+              + " bits per byte."]
+    return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m mtp_edu.tools.model_readme", description=__doc__.splitlines()[0])
     ap.add_argument("--write", action="store_true", help="write mtp_edu/pretrained/README.md")
+    ap.add_argument("--summary", action="store_true", help="print the project README's table instead")
     args = ap.parse_args(argv)
-    text = render()
-    if args.write:
+    text = summary() if args.summary else render()
+    if args.write and not args.summary:
         Path(HERE / "README.md").write_text(text)
     else:
         print(text, end="")

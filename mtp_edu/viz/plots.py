@@ -158,7 +158,7 @@ def _tau(value: Any) -> float:
 
 
 def tau_vs_depth(results: Mapping[int, Any]) -> Figure:
-    """tau (mean tokens per main-model forward) against the draft depth, with the ceiling D + 1.
+    """tau (mean tokens per verification forward) against the draft depth, with the ceiling D + 1.
 
     results: {draft_depth: tau | Trace | list of Traces}."""
     ds = sorted(results)
@@ -166,7 +166,7 @@ def tau_vs_depth(results: Mapping[int, Any]) -> Figure:
     ax = fig.subplots()
     ax.plot(ds, [_tau(results[d]) for d in ds], "o-", color="#1f77b4", label="measured τ")
     ax.plot(ds, [d + 1 for d in ds], "--", color="#999999", label="ceiling D + 1 (every draft accepted)")
-    ax.set(xlabel="draft depth D (tokens drafted per step)", ylabel="τ (tokens per main-model forward)",
+    ax.set(xlabel="draft depth D (tokens drafted per step)", ylabel="τ (tokens per verification forward)",
            xticks=ds, title="Tokens per verification forward vs draft depth")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
@@ -206,7 +206,7 @@ def threshold_tradeoff(rows: Sequence[Mapping[str, Any]], device: str = "") -> F
         speed = _pick(row, ("speedup", "speed_ratio", "speed"))
         label = "speed-up (× tokens/s of plain greedy)"
         if speed is None:
-            speed, label = _pick(row, ("tau",)), "τ (tokens per main-model forward)"
+            speed, label = _pick(row, ("tau",)), "τ (tokens per verification forward)"
         div = _pick(row, ("divergence", "mismatch", "diverged"))
         if speed is not None and div is not None:
             points.append((100 * div if div <= 1 else div, speed, row.get("threshold")))

@@ -46,6 +46,12 @@ def message_html(text: str, kind: str = "info") -> str:
             f'{html.escape(text, quote=False)}</div>')
 
 
+def prob(x: float) -> str:
+    """A probability for display: 3 decimals, or 2 significant digits below 0.001 (a rare sampled draft
+    would otherwise read p = 0.000)."""
+    return f"{x:.3f}" if x >= 1e-3 or x == 0 else f"{x:.1e}"
+
+
 def short(value: Any, limit: int = 60) -> str:
     """repr(value), cut to `limit` characters (a note quotes what the user gave, not a whole essay)."""
     text = repr(value)

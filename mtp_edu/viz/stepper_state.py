@@ -21,7 +21,7 @@ from ..checks import check_int, check_number
 from ..data import ByteTokenizer
 from ..decoding import RULES
 from ..traces import Trace
-from .state import Controls, Resolved, at_most, message_html, notes_html, short
+from .state import Controls, Resolved, at_most, message_html, notes_html, prob, short
 from .tokens import show_text, show_token
 
 ACCEPTED, REJECTED, EXTRA = "#1a7f37", "#cf222e", "#0969da"
@@ -295,7 +295,7 @@ class StepperState(Controls):
         s = self.trace.steps[n]
         parts = []
         for j, (tok, q, p) in enumerate(zip(s.drafted, s.q, s.p)):
-            tip = f"draft {j + 1} (MTP module {j + 1}): q = {q:.3f}, p = {p:.3f}"
+            tip = f"draft {j + 1} (MTP module {j + 1}): q = {prob(q)}, p = {prob(p)}"
             if j < s.accepted:
                 parts.append(self._tok(tok, "mtp-token-accepted", tip + ", accepted", ACCEPTED))
             elif j == s.accepted:
@@ -318,13 +318,13 @@ class StepperState(Controls):
             threshold = self._resolve("threshold", self.threshold)[0]
         except (TypeError, ValueError):                                # refused: say nothing wrong instead
             threshold = None
-        rule_col = {"sample": ("min(1, p/q)", lambda p, q: f"{min(1.0, p / q) if q > 0 else float('nan'):.3f}"),
+        rule_col = {"sample": ("min(1, p/q)", lambda p, q: prob(min(1.0, p / q)) if q > 0 else "nan"),
                     "threshold": (f"p > {threshold:g}?", lambda p, q: "yes" if p > threshold else "no")
                     if threshold is not None else ("p > threshold?", lambda p, q: "?")
                     }.get(self.trace.rule, ("is the main argmax?", None))
         rows = "".join(
             f"<tr>{td}{j + 1}</td>{td}<code>{html.escape(show_token(t, self.tokenizer))}</code></td>"
-            f"{td}{q:.3f}</td>{td}{p:.3f}</td>"
+            f"{td}{prob(q)}</td>{td}{prob(p)}</td>"
             f"{td}{rule_col[1](p, q) if rule_col[1] else 'yes' if j < s.accepted else 'no' if j == s.accepted else '-'}"
             "</td>"
             f"{td}{'accepted' if j < s.accepted else 'rejected' if j == s.accepted else 'discarded'}</td></tr>"
@@ -352,7 +352,7 @@ class StepperState(Controls):
         ceiling = self.trace.draft_depth + 1 if self.trace else self.model_depth + 1
         return (f'<div class="mtp-stats" style="margin-top:6px">'
                 f'<div class="mtp-tau" style="font-family:sans-serif;font-weight:bold">τ = {tau:.2f} tokens per '
-                f'main-model forward (ceiling D + 1 = {ceiling}) after {self.shown} step(s)</div>'
+                f'verification forward (ceiling D + 1 = {ceiling}) after {self.shown} step(s)</div>'
                 f'<div class="mtp-acceptance">{"".join(bars)}</div></div>')
 
     def html(self) -> str:

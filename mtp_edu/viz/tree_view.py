@@ -256,7 +256,7 @@ class TreeStepperState:
         part = TreeTrace(t.prompt, t.rule, t.draft_depth, t.steps[:self.shown], t.first_token, t.lossy, t.tree)
         rates = ", ".join("n/a" if a is None else f"{100 * a:.0f}%" for a in part.acceptance_per_depth())
         return (f'<div style="font-family:sans-serif;margin-top:6px"><span class="mtp-tau" style="font-weight:bold">'
-                f'τ = {part.tau():.2f} tokens per main-model forward</span>; <span class="mtp-tree-nodes">'
+                f'τ = {part.tau():.2f} tokens per verification forward</span>; <span class="mtp-tree-nodes">'
                 f'{part.nodes_per_step():.1f} drafted nodes verified per step</span>; acceptance per depth: {rates} '
                 f'(after {self.shown} step(s))</div>')
 
