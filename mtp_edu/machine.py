@@ -57,8 +57,7 @@ def hardware_description(device: torch.device) -> str:
     except OSError:
         pass
     kind = "Apple GPU (MPS), " if device.type == "mps" else ""
-    threads = torch.get_num_threads()
-    return f"{kind}{cpu}, {os.cpu_count()} CPU cores, {threads} torch thread{'s' * (threads != 1)}"
+    return f"{kind}{cpu}, {os.cpu_count()} CPU cores, {torch.get_num_threads()} torch threads"
 
 
 def load_average() -> float | None:

@@ -85,16 +85,19 @@ def summary() -> str:
     lines = ["| model | style, D | parameters | bits per byte: main (MTP depth 1 / 2 / 3) "
              "| top-1: main (depth 1 / 2 / 3) | greedy distinct 4-grams | sampled continuations that parse |",
              "|---|---|---|---|---|---|---|"]
-    for n in list_pretrained():
-        c = pretrained_card(n)
+    cards = {n: pretrained_card(n) for n in list_pretrained()}
+
+    def deeper(values):                          # the MTP depths, after the main head's number
+        return f" ({_join(values, '{:.3f}')})" if values else ""
+
+    for n, c in cards.items():
         cfg, q, acc = c["config"], c["quality"], c["validation"]["acc"]
         bpb = q["bits_per_byte"]
         style = "none" if cfg["mtp_depth"] == 0 else cfg["mtp_style"]
-        deeper = lambda v: f" ({_join(v, '{:.3f}')})" if v else ""   # noqa: E731
         lines.append(f"| `{n}` | {style}, {cfg['mtp_depth']} | {c['params']['total']:,} | "
                      f"{bpb[0]:.3f}{deeper(bpb[1:])} | {acc[0]:.3f}{deeper(acc[1:])} | "
                      f"{q['greedy']['mean_distinct_4gram']:.3f} | {q['parse']['parsed']} of {q['parse']['of']} |")
-    comp = pretrained_card(list_pretrained()[0])["quality"]["compressors_bits_per_byte"]
+    comp = next(iter(cards.values()))["quality"]["compressors_bits_per_byte"]
     lines += ["", "On the same held-out bytes: " + ", ".join(f"`{n}` {b:.3f}" for n, b in comp.items())
               + " bits per byte."]
     return "\n".join(lines) + "\n"
